@@ -1,0 +1,27 @@
+# make train | make test: each creates the virtual environment when it is missing.
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu picks the CPU wheel on CPU-only machines
+# whose pip would otherwise fetch the multi-GB CUDA build.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: train test env clean
+
+train: $(STAMP)
+	$(PY) -m forecast.train model=gru
+
+test: $(STAMP)
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) outputs multirun mlruns mlflow.db
