@@ -1,0 +1,124 @@
+"""The data module: one validated frame -> scaled array -> train/val/test windows and loaders.
+
+Everything is computed once, when the module is built, so that data errors surface before any
+model or tracking run exists and the model can be sized from the data (channels, targets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from forecast.errors import InputError
+from forecast.frame import CsvSpec, load_frame
+from forecast.windows import SPLITS, Scaler, WindowDataset, as_batch, split_rows, window_origins
+
+
+class SensorDataModule(L.LightningDataModule):
+    """Sensor CSV -> windows for training, validation and testing.
+
+    Args:
+        path: a CSV file, a glob, or a folder of CSV drops read as one series.
+        name: the dataset's name, used as the MLflow `dataset` tag.
+        lookback: L, input steps per window.
+        horizon: H, steps forecast at once.
+        val_fraction: share of the rows whose targets form the validation span (ignored with borders).
+        test_fraction: share of the rows, at the end, whose targets form the test span.
+        borders: [train_end, val_end, test_end] row indices; overrides the fractions (ETT protocol).
+        batch_size: windows per training batch.
+        train_stride: use every n-th training window (1 = all); validation and test use all.
+        num_workers: DataLoader worker processes.
+        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
+        **read: how to read the CSV, passed to `CsvSpec` (sep, decimal, timestamp, targets, ...).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        name: str = "csv",
+        lookback: int = 96,
+        horizon: int = 24,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        borders: list[int] | None = None,
+        batch_size: int = 256,
+        train_stride: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        **read,
+    ):
+        super().__init__()
+        if int(lookback) < 1 or int(horizon) < 1:
+            raise InputError(f"data.lookback and data.horizon must be positive numbers of steps, got lookback={lookback}, horizon={horizon}")
+        if int(batch_size) < 1 or int(train_stride) < 1:
+            raise InputError(f"data.batch_size and data.train_stride must be positive, got {batch_size} and {train_stride}")
+        unknown = set(read) - {f.name for f in dataclasses.fields(CsvSpec)}
+        if unknown:
+            raise InputError(f"unknown data setting(s): {', '.join(sorted('data.' + k for k in unknown))}")
+        self.name, self.lookback, self.horizon = name, int(lookback), int(horizon)
+        self.batch_size, self.num_workers, self.pin_memory = int(batch_size), int(num_workers), pin_memory
+
+        self.frame, self.report = load_frame(CsvSpec(path=str(path), **read))
+        self.targets, self.covariates = list(self.report.targets), list(self.report.covariates)
+        self.inputs = self.targets + self.covariates
+        self.target_index = list(range(len(self.targets)))       # targets come first in the frame
+
+        values = self.frame[self.inputs].to_numpy(dtype=np.float64)  # [T, C]
+        need = self.lookback + self.horizon
+        if len(values) < need:
+            raise InputError(
+                f"{path}: {len(values)} rows after cleaning, fewer than lookback + horizon = {need}; "
+                "use a longer file or lower data.lookback / data.horizon"
+            )
+        self.spans = split_rows(len(values), val_fraction, test_fraction, borders)
+        train_end = self.spans["train"][1]
+        self.scaler = Scaler.fit(values[:train_end])
+        series = torch.as_tensor(self.scaler.transform(values), dtype=torch.float32)  # [T, C]
+        valid = ~np.isnan(values).any(axis=1)
+        self.datasets = {}
+        for split in SPLITS:
+            stride = int(train_stride) if split == "train" else 1
+            origins = window_origins(self.spans[split], self.lookback, self.horizon, valid, stride)
+            if len(origins) == 0:
+                start, end = self.spans[split]
+                raise InputError(
+                    f"{path}: the {split} span (rows {start}-{end}) holds no complete window of lookback "
+                    f"{self.lookback} + horizon {self.horizon}; lower data.lookback / data.horizon or change the split"
+                )
+            self.datasets[split] = WindowDataset(series, origins, self.lookback, self.horizon, self.target_index)
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def windows(self) -> dict[str, int]:
+        """Windows per split."""
+        return {split: len(ds) for split, ds in self.datasets.items()}
+
+    def model_args(self) -> dict:
+        """What the model must know about the data to be built."""
+        return {
+            "lookback": self.lookback, "horizon": self.horizon, "n_inputs": self.n_inputs,
+            "target_index": self.target_index,
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split], batch_size=self.batch_size if split == "train" else max(self.batch_size, 512),
+            shuffle=shuffle, collate_fn=as_batch, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+        )

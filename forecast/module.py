@@ -1,0 +1,90 @@
+"""The LightningModule: the forecaster, its loss, its optimiser and its learning-rate schedule.
+
+The scaler fitted on the training span is kept as buffers, so a checkpoint alone turns raw
+readings into forecasts in the data's units.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+
+from forecast.errors import InputError
+from forecast.model import Forecaster
+
+LOSSES = {"mse": nn.MSELoss, "mae": nn.L1Loss, "huber": nn.HuberLoss}
+SCHEDULES = ("none", "cosine", "plateau")
+
+
+class ForecastModule(L.LightningModule):
+    """Train a `Forecaster` on standardised windows.
+
+    Args:
+        lookback: L, input steps per window (from the data).
+        horizon: H, steps forecast at once (from the data).
+        n_inputs: input channels (from the data).
+        target_index: positions of the targets among the inputs (from the data).
+        mean: per-input-channel mean of the training span (the scaler), in data units.
+        std: per-input-channel standard deviation of the training span (the scaler).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        schedule: learning-rate schedule: "none", "cosine" (annealed to zero over max_epochs) or
+            "plateau" (halved when val/loss stalls for two epochs).
+        loss: training loss on standardised values: "mse", "mae" or "huber". Validation always
+            reports MSE, the benchmark metric.
+        **net: the network's hyper-parameters (cell, hidden_size, ...), see `Forecaster`.
+    """
+
+    def __init__(
+        self,
+        lookback: int,
+        horizon: int,
+        n_inputs: int,
+        target_index: list[int],
+        mean: list[float],
+        std: list[float],
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        schedule: str = "cosine",
+        loss: str = "mse",
+        **net,
+    ):
+        super().__init__()
+        if loss not in LOSSES:
+            raise InputError(f"model.loss={loss!r} is not one of {', '.join(LOSSES)}")
+        if schedule not in SCHEDULES:
+            raise InputError(f"model.schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
+        if not lr > 0:
+            raise InputError(f"model.lr must be positive, got {lr}")
+        self.save_hyperparameters(logger=False)
+        self.net_kwargs = dict(net)
+        self.net = Forecaster(n_inputs=n_inputs, target_index=target_index, lookback=lookback, horizon=horizon, **net)
+        self.loss = LOSSES[loss]()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float64))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)                                        # [B, L, C] -> [B, H, T]
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch                                              # [B, L, C], [B, H, T]
+        loss = self.loss(self(x), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        mse = nn.functional.mse_loss(self(x), y)
+        self.log("val/loss", mse, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.schedule == "cosine":
+            epochs = max(int(self.trainer.max_epochs or 1), 1)
+            return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)}
+        if hp.schedule == "plateau":
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val/loss"}}
+        return optimizer

@@ -1,0 +1,40 @@
+"""The forecast-against-actual plot of the test span, logged as a run artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def plot_test_forecasts(
+    index: pd.DatetimeIndex, actual: np.ndarray, origins: np.ndarray, pred: np.ndarray,
+    targets: list[str], title: str, path: Path, max_panels: int = 4,
+) -> Path:
+    """Actual values over the test span and forecasts from back-to-back windows, one panel per target.
+
+    `actual` is [T, n_targets] in data units for the whole series, `pred` [N, H, n_targets] in data
+    units for the windows starting at `origins`; windows H apart are drawn so they do not overlap.
+    """
+    n = min(len(targets), max_panels)
+    horizon = pred.shape[1]
+    shown = np.arange(0, len(origins), horizon)
+    first, last = origins[0], origins[-1] + horizon
+    fig, axes = plt.subplots(n, 1, figsize=(11, 2.4 * n), sharex=True, squeeze=False)
+    for k, ax in enumerate(axes[:, 0]):
+        ax.plot(index[first:last], actual[first:last, k], color="0.35", lw=0.9, label="actual")
+        for j, i in enumerate(shown):
+            span = index[origins[i] : origins[i] + horizon]
+            ax.plot(span, pred[i, : len(span), k], color="tab:orange", lw=1.1, label="forecast" if j == 0 else None)
+        ax.set_ylabel(targets[k])
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    axes[0, 0].set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,126 @@
+"""MLflow tracking: where runs go, what a run records, and the per-epoch logging callback.
+
+The store is `MLFLOW_TRACKING_URI` when set, else the embedded SQLite store `sqlite:///mlflow.db`
+in the working directory with artifacts under `./mlruns`. Only the rank-zero process of a
+(distributed) training talks to MLflow, so one training is always one run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities import rank_zero_only
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+
+from forecast.errors import InputError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def is_rank_zero() -> bool:
+    return rank_zero_only.rank == 0
+
+
+def connect(experiment: str) -> str:
+    """Point MLflow at the store, check it answers, and return the experiment id."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise InputError(f"cannot reach the MLflow tracking server at {uri} ({reason}); start it or fix MLFLOW_TRACKING_URI") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise InputError(f"tracking store {uri}: folder {folder} does not exist; create it or fix MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        artifacts = Path("mlruns").resolve().as_uri() if uri == DEFAULT_URI else None
+        return mlflow.create_experiment(experiment, artifact_location=artifacts)
+    except MlflowException as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise InputError(f"tracking store {uri} cannot be used: {first}") from None
+
+
+@contextlib.contextmanager
+def start_run(experiment_id: str, name: str, tags: dict[str, str]):
+    """An MLflow run on rank zero (ended FAILED or KILLED if the block raises), nothing elsewhere."""
+    if not is_rank_zero():
+        yield None
+        return
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
+        try:
+            yield run
+        except KeyboardInterrupt:
+            mlflow.end_run("KILLED")
+            raise
+
+
+def flatten(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as `a.b.c -> value` params."""
+    out: dict[str, str] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+class EpochLog(Callback):
+    """Times every training epoch and logs `train/loss` and `val/loss` per epoch to the active run."""
+
+    def __init__(self):
+        self.epoch_s: list[float] = []      # wall time of each epoch, validation included
+        self.train_s: list[float] = []      # the same without validation
+        self.val_loss: list[float] = []
+        self._val = 0.0
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._start, self._val = time.perf_counter(), 0.0
+
+    def on_validation_epoch_start(self, trainer, module) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, module) -> None:
+        self._val += time.perf_counter() - self._val_start
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        elapsed = time.perf_counter() - self._start
+        self.epoch_s.append(elapsed)
+        self.train_s.append(elapsed - self._val)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train/loss", "val/loss")}
+        if "val/loss" in metrics:
+            self.val_loss.append(metrics["val/loss"])
+        if trainer.is_global_zero:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items(), reverse=True))
+            print(f"epoch {trainer.current_epoch + 1:>3}: {shown}  ({elapsed:.1f} s)", flush=True)
+            if mlflow.active_run() is not None:
+                mlflow.log_metrics(metrics, step=trainer.current_epoch)
+
+    def timing(self, train_windows: int) -> dict[str, float]:
+        return {
+            "time/epoch_s": statistics.median(self.epoch_s),
+            "throughput/train_windows_per_s": train_windows / statistics.median(self.train_s),
+        }

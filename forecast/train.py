@@ -1,0 +1,150 @@
+"""python -m forecast.train: read the data, build the model, fit, test, and record it all in MLflow.
+
+    python -m forecast.train model=gru                     # the embedded sample data
+    python -m forecast.train -m model=gru,lstm             # both architectures, one run each
+    python -m forecast.train data=etth1 data.horizon=192 trainer=ddp trainer.devices=2
+
+Configuration lives in conf/ (groups: data, model, trainer). Bad input ends with a short message
+and exit status 2; nothing half-trained is recorded as a success.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+import mlflow
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from mlflow.models import infer_signature
+from omegaconf import DictConfig, OmegaConf
+
+import forecast
+from forecast import evaluate, sample, tracking
+from forecast.errors import InputError
+from forecast.model import count_parameters
+from forecast.plot import plot_test_forecasts
+from forecast.serving import ForecastPyfunc, save_bundle
+
+OmegaConf.register_new_resolver("sample_csv", sample.default_path, replace=True)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "Tip:" not in r.getMessage())
+warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # torch 2.13 vs lightning 2.6
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return train(cfg)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """One training; returns the best validation loss (what a sweep minimises)."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = build(cfg.data)
+    say(*data.report.lines(), f"windows: {data.windows}")
+    experiment_id = tracking.connect(cfg.tracking.experiment) if tracking.is_rank_zero() else None
+    module = build(cfg.model, **data.model_args(), mean=data.scaler.mean.tolist(), std=data.scaler.std.tolist())
+
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    best = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val/loss", mode="min")
+    epochs = tracking.EpochLog()
+    callbacks = [EarlyStopping("val/loss", patience=cfg.patience), best, epochs]
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(out_dir))
+
+    architecture = cfg.model.cell
+    tags = {"architecture": architecture, "dataset": data.name}
+    with tracking.start_run(experiment_id, f"{architecture}-{data.name}", tags) as run:
+        if run is not None:
+            mlflow.log_params(tracking.flatten(cfg))
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=data)
+        fit_s = time.perf_counter() - started
+        if run is None:                     # a non-zero DDP rank: rank zero evaluates and records
+            return None
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"])
+        module.to(trainer.strategy.root_device)
+        metrics = record(cfg, run, data, module, epochs, fit_s)
+    print(
+        f"{architecture} on {data.name}: {metrics['model/params']:,.0f} params "
+        f"({metrics['model/recurrent_params']:,.0f} recurrent) | fit {fit_s:.1f} s, "
+        f"{metrics['time/epoch_s']:.2f} s/epoch, {len(epochs.epoch_s)} epochs | "
+        f"test MAE {metrics['test/mae']:.4g} RMSE {metrics['test/rmse']:.4g} "
+        f"MSE(scaled) {metrics['test/mse_scaled']:.4f} vs last value {metrics['baseline/mse_scaled']:.4f} | "
+        f"run {run.info.run_id}"
+    )
+    print(f"open the UI: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
+    return float(best.best_model_score)
+
+
+def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float]:
+    """Test the restored best model and log metrics, report, plot and the servable model."""
+    test = data.datasets["test"]
+    forecasts = evaluate.forecast_windows(module.net, test)
+    metrics = evaluate.test_metrics(forecasts, data.scaler, data.target_index)
+    counts = count_parameters(module.net)
+    metrics |= {
+        "time/fit_s": fit_s, **epochs.timing(len(data.datasets["train"])),
+        "model/params": counts["params"], "model/recurrent_params": counts["recurrent_params"],
+        "train/best_epoch": int(np.argmin(epochs.val_loss)) if epochs.val_loss else 0,
+    }
+    mlflow.log_metrics(metrics)
+    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    mlflow.log_dict({**data.report.to_dict(), "windows": data.windows}, "data_report.json")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t = data.target_index
+        actual = data.frame[data.targets].to_numpy()
+        pred = data.scaler.inverse(forecasts.pred, t)
+        title = f"{cfg.model.cell} on {data.name}: test forecasts (every {data.horizon}-step window)"
+        mlflow.log_artifact(plot_test_forecasts(data.frame.index, actual, forecasts.origins, pred, data.targets, title, tmp / "forecast_test.png"), "plots")
+
+        net_args = {**module.net_kwargs, **data.model_args()}
+        bundle = save_bundle(tmp / "model.pt", module.net.cpu(), net_args, data.scaler, data.inputs, data.targets, data.report.freq)
+        last = int(test.origins[-1])
+        example = data.frame.iloc[last - data.lookback : last][data.inputs].reset_index()
+        served = ForecastPyfunc().load(str(bundle))
+        mlflow.pyfunc.log_model(
+            name="model", python_model=str(Path(forecast.__file__).parent / "served_model.py"), artifacts={"bundle": str(bundle)},
+            code_paths=[str(Path(forecast.__file__).parent)], input_example=example,
+            signature=infer_signature(example, served.predict(None, example)),
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "pandas", "numpy"],
+        )
+    return metrics
+
+
+def build(node: DictConfig, **kwargs):
+    """`hydra.utils.instantiate`, with our own errors passed through unwrapped."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, InputError):
+            raise cause from None
+        raise InputError(f"bad setting in {node.get('_target_', 'config')}: {cause or e}") from None
+
+
+def say(*lines: str) -> None:
+    if tracking.is_rank_zero():
+        for line in lines:
+            print(line)
+
+
+if __name__ == "__main__":
+    main()

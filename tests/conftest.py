@@ -1,0 +1,29 @@
+"""Shared helpers: run the command-line tools as a user would, in a temp dir."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FORECAST_DATA_DIR", REPO.parent / "shared" / "data"))
+# a few seconds per epoch on two CPU cores: small enough for the fast suite
+TINY = ["data.lookback=48", "data.horizon=24", "model.hidden_size=32", "trainer.max_epochs=2"]
+
+
+def run_cli(module: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` in `cwd`, with the embedded tracking store of that folder."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    full_env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"} | (env or {})
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def ett_h1() -> Path:
+    path = SHARED_DATA / "ETTh1.csv"
+    if not path.is_file():
+        pytest.skip(f"ETTh1.csv not found at {path} (set FORECAST_DATA_DIR to the folder holding it)")
+    return path

@@ -1,0 +1,70 @@
+"""Bad input, as a user meets it: a short message naming the problem, exit status 2, no traceback,
+and no run left behind marked RUNNING."""
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import TINY, run_cli
+
+HEADER = "timestamp,a,b\n"
+
+
+def rows(n, start="2024-01-01", fmt=lambda i: f"{i % 7}.5,{i % 5}"):
+    stamps = __import__("pandas").date_range(start, periods=n, freq="h").strftime("%Y-%m-%d %H:%M:%S")
+    return "".join(f"{t},{fmt(i)}\n" for i, t in enumerate(stamps))
+
+
+CASES = {
+    "missing file": (None, ["data.path=nowhere.csv"], "nowhere.csv"),
+    "header and no rows": (HEADER, [], "no rows"),
+    "no timestamp column": ("when,a,b\n" + rows(300).replace("2024", "x2024"), [], "timestamp"),
+    "unparseable timestamps": (HEADER + rows(300) + "yesterday,1,2\n", [], "line 302"),
+    "non-numeric target value": (HEADER + rows(200) + "2024-02-01 00:00:00,abc,1\n" + rows(100, "2024-02-02"), [], r"in.csv' line 202, column 'a'"),
+    "unknown target": (HEADER + rows(300), ["data.targets=[a,zz]"], "zz"),
+    "all-empty column": ("timestamp,a,b,c\n" + rows(300, fmt=lambda i: f"{i},{i},"), ["data.targets=[a,c]"], "'c'"),
+    "too few rows": (HEADER + rows(50), [], "lookback"),
+    "zero horizon": (HEADER + rows(300), ["data.horizon=0"], "horizon"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_data_gives_a_short_message(name, tmp_path):
+    content, overrides, expected = CASES[name]
+    if content is not None:
+        (tmp_path / "in.csv").write_text(content)
+    path = ["data.path=in.csv"] if content is not None else []
+    args = ["data=csv", *path, "data.lookback=24", "data.horizon=12", *overrides]
+    done = run_cli("forecast.train", *args, cwd=tmp_path)
+    assert_clean_failure(done, expected)
+    assert not (tmp_path / "mlflow.db").exists() or no_running_runs(tmp_path)
+
+
+def test_unknown_model_lists_the_valid_ones(tmp_path):
+    done = run_cli("forecast.train", "model=transformer", cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "gru" in done.stderr and "lstm" in done.stderr
+
+
+def test_unreachable_tracking_server(tmp_path):
+    done = run_cli("forecast.train", *TINY, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert_clean_failure(done, "cannot reach the MLflow tracking server at http://127.0.0.1:9")
+
+
+def test_out_of_range_model_setting(tmp_path):
+    done = run_cli("forecast.train", *TINY, "model.dropout=1.5", cwd=tmp_path)
+    assert_clean_failure(done, r"model.dropout")
+    assert no_running_runs(tmp_path)
+
+
+def assert_clean_failure(done, expected):
+    import re
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr[-2000:]
+    message = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(message) == 1 and len(message[0]) < 400, done.stderr[-2000:]
+    assert re.search(expected, message[0]), message[0]
+
+
+def no_running_runs(folder):
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    return all(r.info.status != "RUNNING" for e in client.search_experiments() for r in client.search_runs([e.experiment_id]))
