@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -14,7 +15,7 @@ import pandas as pd  # noqa: E402
 
 def plot_test_forecasts(
     index: pd.DatetimeIndex, actual: np.ndarray, origins: np.ndarray, pred: np.ndarray,
-    targets: list[str], title: str, path: Path, max_panels: int = 4,
+    targets: list[str], title: str, path: Path, max_panels: int = 6,
 ) -> Path:
     """Actual values over the test span and forecasts from back-to-back windows, one panel per target.
 
@@ -32,6 +33,9 @@ def plot_test_forecasts(
             span = index[origins[i] : origins[i] + horizon]
             ax.plot(span, pred[i, : len(span), k], color="tab:orange", lw=1.1, label="forecast" if j == 0 else None)
         ax.set_ylabel(targets[k])
+    locator = mdates.AutoDateLocator()
+    axes[-1, 0].xaxis.set_major_locator(locator)
+    axes[-1, 0].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     axes[0, 0].legend(loc="upper right", fontsize=8)
     axes[0, 0].set_title(title)
     fig.tight_layout()

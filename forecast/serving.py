@@ -37,8 +37,8 @@ def save_bundle(path: Path, net: Forecaster, net_args: dict, scaler, inputs: lis
 class ForecastPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc: a frame of the latest raw readings -> the next H steps of every target.
 
-    Input: at least `lookback` rows with one column per input sensor (and optionally a `timestamp`
-    column); the last `lookback` rows are used. Output: H rows, one column per target in the
+    Input: at least `lookback` rows with one column per input sensor and a `timestamp` column of
+    ISO strings (as read from a CSV); the last `lookback` rows are used. Output: H rows, one column per target in the
     data's units, plus `timestamp` (continuing the input's stamps at the model's frequency) when
     the input had one, else `step` (1..H).
     """

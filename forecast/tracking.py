@@ -110,11 +110,11 @@ class EpochLog(Callback):
         elapsed = time.perf_counter() - self._start
         self.epoch_s.append(elapsed)
         self.train_s.append(elapsed - self._val)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train/loss", "val/loss")}
+        metrics = {k: float(trainer.callback_metrics[k]) for k in ("train/loss", "val/loss") if k in trainer.callback_metrics}
         if "val/loss" in metrics:
             self.val_loss.append(metrics["val/loss"])
         if trainer.is_global_zero:
-            shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items(), reverse=True))
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             print(f"epoch {trainer.current_epoch + 1:>3}: {shown}  ({elapsed:.1f} s)", flush=True)
             if mlflow.active_run() is not None:
                 mlflow.log_metrics(metrics, step=trainer.current_epoch)

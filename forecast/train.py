@@ -119,6 +119,7 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
         bundle = save_bundle(tmp / "model.pt", module.net.cpu(), net_args, data.scaler, data.inputs, data.targets, data.report.freq)
         last = int(test.origins[-1])
         example = data.frame.iloc[last - data.lookback : last][data.inputs].reset_index()
+        example["timestamp"] = example["timestamp"].astype(str)   # as read from a CSV or sent as JSON
         served = ForecastPyfunc().load(str(bundle))
         mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(forecast.__file__).parent / "served_model.py"), artifacts={"bundle": str(bundle)},
