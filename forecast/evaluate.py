@@ -6,6 +6,7 @@ and in the data's own units (MAE, RMSE), averaged over windows, horizon steps an
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,7 @@ class Forecasts:
 def forecast_windows(net: torch.nn.Module, dataset: WindowDataset, batch_size: int = 1024) -> Forecasts:
     """Run `net` over every window of `dataset`, in order, on the device the net lives on."""
     net.eval()
-    device = next(net.parameters()).device
+    device = next(itertools.chain(net.parameters(), net.buffers())).device
     targets = dataset.targets
     preds, trues, lasts = [], [], []
     for start in range(0, len(dataset), batch_size):

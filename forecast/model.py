@@ -69,7 +69,6 @@ class Forecaster(nn.Module):
     ):
         super().__init__()
         _check_choice("model.cell", cell, CELLS)
-        _check_choice("model.norm", norm, NORMS)
         _check_choice("model.decoder", decoder, DECODERS)
         for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers), ("segment_len", segment_len)):
             if int(value) < 1:
@@ -77,7 +76,7 @@ class Forecaster(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise InputError(f"model.dropout must be in [0, 1), got {dropout}")
 
-        self.cell, self.norm, self.decoder = cell, norm, decoder
+        self.cell, self.decoder = cell, decoder
         self.lookback, self.horizon, self.n_inputs = lookback, horizon, n_inputs
         self.register_buffer("target_index", torch.as_tensor(list(target_index), dtype=torch.long), persistent=False)
         self.channel_independent = channel_independent
@@ -101,13 +100,11 @@ class Forecaster(nn.Module):
             self.position = nn.Parameter(torch.randn(self.n_out_segments, pos_size) * 0.02)
             self.channel = nn.Parameter(torch.randn(n_inputs, hidden_size - pos_size) * 0.02) if use_channels else None
             self.head = nn.Linear(hidden_size, w * out_width)
-        if norm == "revin":
-            self.revin_weight = nn.Parameter(torch.ones(n_inputs))
-            self.revin_bias = nn.Parameter(torch.zeros(n_inputs))
+        self.window_norm = WindowNorm(norm, n_inputs, target_index)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, C = x.shape                                        # x: [B, L, C]
-        x, stats = self._normalise(x)                            # [B, L, C]
+        x, stats = self.window_norm(x)                           # [B, L, C]
         if self.channel_independent:
             x = x.transpose(1, 2).reshape(B * C, L, 1)           # [B*C, L, 1]: one series per channel
         x = self._segments(x)                                    # [N, S, w*c], N = B*C or B
@@ -123,7 +120,7 @@ class Forecaster(nn.Module):
         if self.channel_independent:
             y = y.reshape(B, C, self.horizon).transpose(1, 2)    # [B, H, C]
             y = y.index_select(2, self.target_index)             # [B, H, T]
-        return self._denormalise(y, stats)                       # [B, H, T]
+        return self.window_norm.inverse(y, stats)                # [B, H, T]
 
     def _segments(self, x: torch.Tensor) -> torch.Tensor:
         N, L, c = x.shape                                        # x: [N, L, c]
@@ -133,40 +130,79 @@ class Forecaster(nn.Module):
         return x.reshape(N, self.n_in_segments, self.segment_len * c)  # [N, S, w*c]
 
     def _decode_parallel(self, state, B: int) -> torch.Tensor:
-        M = self.n_out_segments
-        N = (state[0] if self.cell == "lstm" else state).shape[1]
-        query = self.position.unsqueeze(0).expand(N, M, -1)      # [N, M, d or d/2]
-        if self.channel is not None:
-            channel = self.channel.unsqueeze(1).expand(-1, M, -1)  # [C, M, d/2]
-            channel = channel.repeat(B, 1, 1)                    # [N, M, d/2], N = B*C, channel-major per window
-            query = torch.cat([query, channel], dim=-1)          # [N, M, d]
-        query = query.reshape(N * M, 1, -1)                      # [N*M, 1, d]: one recurrent step per segment
+        """One recurrent step per output segment, all segments at once, nothing fed back.
 
-        def repeat(h: torch.Tensor) -> torch.Tensor:             # [layers, N, d] -> [layers, N*M, d]
-            return h.repeat_interleave(M, dim=1)
+        Every segment starts from the same encoder state and its query is position (+ channel)
+        embedding, so each matrix product is computed once per distinct operand (the state once
+        per series, the position once per segment, the channel once per channel) and the gate
+        sums are broadcast over [B, K, M]. Identical to running the cell on M repeated states.
+        """
+        h, c = state if self.cell == "lstm" else (state, None)   # [layers, N, d], N = B*K
+        d, M, rnn = h.shape[-1], self.n_out_segments, self.rnn
+        K = h.shape[1] // B                                       # channels per window (1 if mixed)
+        x = None
+        for layer in range(rnn.num_layers):
+            w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            if layer == 0:
+                p = self.position.shape[1]
+                gi = (self.position @ w_ih[:, :p].T + b_ih).view(1, 1, M, -1)          # [1, 1, M, G]
+                if self.channel is not None:
+                    gi = gi + (self.channel @ w_ih[:, p:].T).view(1, K, 1, -1)         # [1, K, M, G]
+            else:
+                x = nn.functional.dropout(x, rnn.dropout, self.training)
+                gi = x @ w_ih.T + b_ih                                                 # [B, K, M, G]
+            h_l = h[layer].view(B, K, 1, d)                                            # [B, K, 1, d]
+            gh = h_l @ w_hh.T + b_hh                                                   # [B, K, 1, G]
+            if self.cell == "gru":
+                (ir, iz, i_n), (hr, hz, hn) = gi.chunk(3, -1), gh.chunk(3, -1)
+                r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+                x = (1 - z) * torch.tanh(i_n + r * hn) + z * h_l                      # [B, K, M, d]
+            else:
+                i, f, g, o = (gi + gh).chunk(4, -1)
+                c_l = torch.sigmoid(f) * c[layer].view(B, K, 1, d) + torch.sigmoid(i) * torch.tanh(g)
+                x = torch.sigmoid(o) * torch.tanh(c_l)                                 # [B, K, M, d]
+        y = self.head(self.dropout(x))                                                 # [B, K, M, w*c_out]
+        return y.reshape(B * K, M * self.segment_len, -1)                              # [N, M*w, c_out]
 
-        state = tuple(repeat(s) for s in state) if self.cell == "lstm" else repeat(state)
-        out, _ = self.rnn(query, state)                          # [N*M, 1, d]
-        y = self.head(self.dropout(out.squeeze(1)))              # [N*M, w*c_out]
-        return y.reshape(N, M * self.segment_len, -1)            # [N, M*w, c_out]
 
-    def _normalise(self, x: torch.Tensor):
+
+class WindowNorm(nn.Module):
+    """Per-window normalisation, shared by every network so that comparisons stay fair.
+
+    Args:
+        norm: "none"; "last" (subtract the window's last value, add it back to the forecast); or
+            "revin" (subtract the window mean, divide by its std, then a learned affine map per
+            channel; inverted on the forecast).
+        n_inputs: channels of the input window.
+        target_index: positions of the targets among the inputs, in output order.
+    """
+
+    def __init__(self, norm: str, n_inputs: int, target_index: list[int]):
+        super().__init__()
+        _check_choice("model.norm", norm, NORMS)
+        self.norm = norm
+        self.register_buffer("t", torch.as_tensor(list(target_index), dtype=torch.long), persistent=False)
+        if norm == "revin":
+            self.weight = nn.Parameter(torch.ones(n_inputs))
+            self.bias = nn.Parameter(torch.zeros(n_inputs))
+
+    def forward(self, x: torch.Tensor):
         if self.norm == "last":
             last = x[:, -1:, :].detach()                          # [B, 1, C]
             return x - last, (last,)
         if self.norm == "revin":
             mean = x.mean(dim=1, keepdim=True).detach()           # [B, 1, C]
             std = (x.var(dim=1, keepdim=True, unbiased=False) + 1e-5).sqrt().detach()
-            return (x - mean) / std * self.revin_weight + self.revin_bias, (mean, std)
+            return (x - mean) / std * self.weight + self.bias, (mean, std)
         return x, ()
 
-    def _denormalise(self, y: torch.Tensor, stats) -> torch.Tensor:
-        t = self.target_index
+    def inverse(self, y: torch.Tensor, stats) -> torch.Tensor:
+        t = self.t                                                # y: [B, H, T]
         if self.norm == "last":
             return y + stats[0][..., t]
         if self.norm == "revin":
             mean, std = stats
-            y = (y - self.revin_bias[t]) / (self.revin_weight[t] + 1e-10)
+            y = (y - self.bias[t]) / (self.weight[t] + 1e-10)
             return y * std[..., t] + mean[..., t]
         return y
 

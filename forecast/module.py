@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from forecast.errors import InputError
-from forecast.model import Forecaster
+from forecast.networks import architecture, build_network
 
 LOSSES = {"mse": nn.MSELoss, "mae": nn.L1Loss, "huber": nn.HuberLoss}
 SCHEDULES = ("none", "cosine", "plateau")
@@ -33,7 +33,9 @@ class ForecastModule(L.LightningModule):
             "plateau" (halved when val/loss stalls for two epochs).
         loss: training loss on standardised values: "mse", "mae" or "huber". Validation always
             reports MSE, the benchmark metric.
-        **net: the network's hyper-parameters (cell, hidden_size, ...), see `Forecaster`.
+        network: which network: "recurrent" (`forecast.model.Forecaster`), or a baseline:
+            "linear", "last_value", "seasonal_naive" (`forecast.baselines`).
+        **net: the network's hyper-parameters (cell, hidden_size, ...), see its class.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class ForecastModule(L.LightningModule):
         weight_decay: float = 0.0,
         schedule: str = "cosine",
         loss: str = "mse",
+        network: str = "recurrent",
         **net,
     ):
         super().__init__()
@@ -58,8 +61,9 @@ class ForecastModule(L.LightningModule):
         if not lr > 0:
             raise InputError(f"model.lr must be positive, got {lr}")
         self.save_hyperparameters(logger=False)
-        self.net_kwargs = dict(net)
-        self.net = Forecaster(n_inputs=n_inputs, target_index=target_index, lookback=lookback, horizon=horizon, **net)
+        self.net_kwargs = {"network": network, **net}
+        self.net = build_network(network, n_inputs=n_inputs, target_index=target_index, lookback=lookback, horizon=horizon, **net)
+        self.architecture = architecture(network, self.net)
         self.loss = LOSSES[loss]()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float64))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float64))

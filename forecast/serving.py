@@ -15,12 +15,12 @@ import pandas as pd
 import torch
 
 from forecast.errors import InputError
-from forecast.model import Forecaster
+from forecast.networks import build_network
 
 TIME = "timestamp"
 
 
-def save_bundle(path: Path, net: Forecaster, net_args: dict, scaler, inputs: list[str], targets: list[str], freq: str) -> Path:
+def save_bundle(path: Path, net: torch.nn.Module, net_args: dict, scaler, inputs: list[str], targets: list[str], freq: str) -> Path:
     """Write the self-contained model file that the pyfunc wrapper loads."""
     torch.save(
         {
@@ -48,7 +48,7 @@ class ForecastPyfunc(mlflow.pyfunc.PythonModel):
 
     def load(self, path: str) -> "ForecastPyfunc":
         b = torch.load(path, map_location="cpu", weights_only=True)
-        self.net = Forecaster(**b["net_args"])
+        self.net = build_network(**b["net_args"])
         self.net.load_state_dict(b["state_dict"])
         self.net.eval()
         self.inputs, self.targets, self.freq = b["inputs"], b["targets"], b["freq"]

@@ -65,31 +65,34 @@ def train(cfg: DictConfig) -> float | None:
     callbacks = [EarlyStopping("val/loss", patience=cfg.patience), best, epochs]
     trainer = build(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(out_dir))
 
-    architecture = cfg.model.cell
+    architecture = module.architecture
     tags = {"architecture": architecture, "dataset": data.name}
+    trainable = any(p.requires_grad for p in module.parameters())   # baselines may have nothing to fit
     with tracking.start_run(experiment_id, f"{architecture}-{data.name}", tags) as run:
         if run is not None:
             mlflow.log_params(tracking.flatten(cfg))
         started = time.perf_counter()
-        trainer.fit(module, datamodule=data)
+        if trainable:
+            trainer.fit(module, datamodule=data)
         fit_s = time.perf_counter() - started
         if run is None:                     # a non-zero DDP rank: rank zero evaluates and records
             return None
         if trainer.interrupted:
             raise KeyboardInterrupt
-        module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"])
+        if trainable:
+            module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"])
         module.to(trainer.strategy.root_device)
         metrics = record(cfg, run, data, module, epochs, fit_s)
+    fitted = f"fit {fit_s:.1f} s, {metrics['time/epoch_s']:.2f} s/epoch, {len(epochs.epoch_s)} epochs" if epochs.epoch_s else "nothing to fit"
     print(
         f"{architecture} on {data.name}: {metrics['model/params']:,.0f} params "
-        f"({metrics['model/recurrent_params']:,.0f} recurrent) | fit {fit_s:.1f} s, "
-        f"{metrics['time/epoch_s']:.2f} s/epoch, {len(epochs.epoch_s)} epochs | "
+        f"({metrics['model/recurrent_params']:,.0f} recurrent) | {fitted} | "
         f"test MAE {metrics['test/mae']:.4g} RMSE {metrics['test/rmse']:.4g} "
         f"MSE(scaled) {metrics['test/mse_scaled']:.4f} vs last value {metrics['baseline/mse_scaled']:.4f} | "
         f"run {run.info.run_id}"
     )
     print(f"open the UI: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
-    return float(best.best_model_score)
+    return float(best.best_model_score) if best.best_model_score is not None else None
 
 
 def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float]:
@@ -98,11 +101,9 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
     forecasts = evaluate.forecast_windows(module.net, test)
     metrics = evaluate.test_metrics(forecasts, data.scaler, data.target_index)
     counts = count_parameters(module.net)
-    metrics |= {
-        "time/fit_s": fit_s, **epochs.timing(len(data.datasets["train"])),
-        "model/params": counts["params"], "model/recurrent_params": counts["recurrent_params"],
-        "train/best_epoch": int(np.argmin(epochs.val_loss)) if epochs.val_loss else 0,
-    }
+    metrics |= {"time/fit_s": fit_s, "model/params": counts["params"], "model/recurrent_params": counts["recurrent_params"]}
+    if epochs.epoch_s:
+        metrics |= epochs.timing(len(data.datasets["train"])) | {"train/best_epoch": int(np.argmin(epochs.val_loss))}
     mlflow.log_metrics(metrics)
     mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     mlflow.log_dict({**data.report.to_dict(), "windows": data.windows}, "data_report.json")
@@ -112,7 +113,7 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
         t = data.target_index
         actual = data.frame[data.targets].to_numpy()
         pred = data.scaler.inverse(forecasts.pred, t)
-        title = f"{cfg.model.cell} on {data.name}: test forecasts (every {data.horizon}-step window)"
+        title = f"{module.architecture} on {data.name}: test forecasts (every {data.horizon}-step window)"
         mlflow.log_artifact(plot_test_forecasts(data.frame.index, actual, forecasts.origins, pred, data.targets, title, tmp / "forecast_test.png"), "plots")
 
         net_args = {**module.net_kwargs, **data.model_args()}

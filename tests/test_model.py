@@ -64,3 +64,23 @@ def test_segment_len_not_dividing_lookback_is_padded():
 def test_bad_settings_are_input_errors(bad):
     with pytest.raises(InputError, match="model"):
         Forecaster(n_inputs=1, target_index=[0], lookback=24, horizon=24, **bad)
+
+
+@pytest.mark.parametrize("cell,layers,independent", [("gru", 1, True), ("gru", 2, False), ("lstm", 1, True), ("lstm", 3, True)])
+def test_factored_parallel_decoder_equals_the_cell_on_repeated_states(cell, layers, independent):
+    """The decoder's broadcast products give what nn.GRU / nn.LSTM give on M copies of the state."""
+    torch.manual_seed(0)
+    net = Forecaster(n_inputs=3, target_index=[0, 1, 2], lookback=48, horizon=36, cell=cell, hidden_size=16,
+                     num_layers=layers, segment_len=12, channel_independent=independent).eval()
+    B, M = 4, net.n_out_segments
+    N = B * 3 if independent else B
+    state = tuple(torch.randn(layers, N, 16) for _ in range(2 if cell == "lstm" else 1))
+    state = state if cell == "lstm" else state[0]
+    query = net.position.unsqueeze(0).expand(N, M, -1)
+    if net.channel is not None:
+        query = torch.cat([query, net.channel.unsqueeze(1).expand(-1, M, -1).repeat(B, 1, 1)], dim=-1)
+    repeat = lambda s: s.repeat_interleave(M, dim=1)  # noqa: E731
+    repeated = tuple(map(repeat, state)) if cell == "lstm" else repeat(state)
+    out, _ = net.rnn(query.reshape(N * M, 1, -1), repeated)
+    expected = net.head(out.squeeze(1)).reshape(N, M * 12, -1)
+    assert torch.allclose(net._decode_parallel(state, B), expected, atol=1e-5)
