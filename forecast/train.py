@@ -66,7 +66,8 @@ def train(cfg: DictConfig) -> float | None:
     trainer = build(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(out_dir))
 
     architecture = module.architecture
-    tags = {"architecture": architecture, "dataset": data.name}
+    command = " ".join(["python -m forecast.train", *HydraConfig.get().overrides.task])
+    tags = {"architecture": architecture, "dataset": data.name, "command": command, **cfg.tracking.tags}
     trainable = any(p.requires_grad for p in module.parameters())   # baselines may have nothing to fit
     with tracking.start_run(experiment_id, f"{architecture}-{data.name}", tags) as run:
         if run is not None:
@@ -103,7 +104,7 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
     counts = count_parameters(module.net)
     metrics |= {"time/fit_s": fit_s, "model/params": counts["params"], "model/recurrent_params": counts["recurrent_params"]}
     if epochs.epoch_s:
-        metrics |= epochs.timing(len(data.datasets["train"])) | {"train/best_epoch": int(np.argmin(epochs.val_loss))}
+        metrics |= epochs.timing(len(data.datasets["train"])) | {"train/best_epoch": int(np.argmin(epochs.val_loss)), "val/best_loss": min(epochs.val_loss)}
     mlflow.log_metrics(metrics)
     mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     mlflow.log_dict({**data.report.to_dict(), "windows": data.windows}, "data_report.json")
