@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     setting = [f"data={args.data}", f"model={args.model}", f"data.lookback={args.lookback}", f"data.horizon={args.horizon}"]
     if not args.table_only:
         for name in names:
-            multirun([*setting, *VARIANTS[name], f"tracking.experiment={EXPERIMENT}", f"+tracking.tags.variant={name}"])
+            multirun([*setting, *VARIANTS[name], f"tracking.experiment={EXPERIMENT}", f"+tracking.tags.variant='{name}'"])
     found = [r for r in rows(EXPERIMENT) if r["variant"] and r["lookback"] == args.lookback and r["horizon"] == args.horizon]
     found = latest(found, key=lambda r: (r["dataset"], r["model"], r["variant"]))
     found.sort(key=lambda r: r["val_loss"])

@@ -81,3 +81,13 @@ def test_ddp_with_two_cpu_processes_is_one_run(tmp_path):
     _, runs = runs_in(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert "test/mse_scaled" in runs[0].data.metrics
+
+
+def test_a_baseline_runs_through_the_same_pipeline(tmp_path):
+    done = run_cli("forecast.train", "model=last_value", "data.lookback=48", "data.horizon=24", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "last_value on sample: 0 params (0 recurrent) | nothing to fit" in done.stdout
+    _, runs = runs_in(tmp_path)
+    metrics = runs[0].data.metrics
+    assert runs[0].data.tags["architecture"] == "last_value"
+    assert metrics["test/mse_scaled"] == metrics["baseline/mse_scaled"]    # it *is* the baseline
