@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     found = [r for r in rows(EXPERIMENT) if r["variant"] and r["lookback"] == args.lookback and r["horizon"] == args.horizon]
     found = latest(found, key=lambda r: (r["dataset"], r["model"], r["variant"]))
     found.sort(key=lambda r: r["val_loss"])
+    base = next((r["settings"] for r in found if r["variant"] == "defaults"), {})
+    shown = ("hidden_size", "num_layers", "segment_len", "norm", "decoder", "channel_independent", "dropout", "loss", "lr")
     lines = [
+        "Each variant changes one setting of this base (the defaults when the sweep ran): "
+        + ", ".join(f"{k}={base[k]}" for k in shown if k in base) + ".", "",
         f"Validation sweep on {found[0]['dataset'] if found else args.data}, {args.model}, L = {args.lookback}, H = {args.horizon} "
         f"({machine()}); sorted by validation MSE.", "",
         "| variant | val MSE | test MSE | params | fit s | epochs to best |", "|---|---:|---:|---:|---:|---:|",

@@ -40,6 +40,7 @@ def rows(experiment: str) -> list[dict]:
             "epochs": int(m["train/best_epoch"]) + 1 if "train/best_epoch" in m else 0,
             "train_stride": int(p.get("data.train_stride", 1)), "run_id": run.info.run_id,
             "variant": t.get("variant"), "command": t.get("command", ""),
+            "settings": {k.removeprefix("model."): v for k, v in p.items() if k.startswith("model.") and k != "model._target_"},
         })
     return out
 

@@ -46,10 +46,10 @@ class ForecastModule(L.LightningModule):
         target_index: list[int],
         mean: list[float],
         std: list[float],
-        lr: float = 1e-3,
+        lr: float = 3e-3,
         weight_decay: float = 0.0,
         schedule: str = "cosine",
-        loss: str = "mse",
+        loss: str = "mae",
         network: str = "recurrent",
         **net,
     ):

@@ -47,8 +47,8 @@ def test_last_value_norm_makes_forecasts_shift_with_the_level():
 def test_channel_independence_shares_weights_across_channels():
     torch.manual_seed(0)
     kw = dict(target_index=[0], lookback=48, horizon=24, hidden_size=8, channel_embedding=False)
-    one = Forecaster(n_inputs=1, **kw)
-    three = Forecaster(n_inputs=3, **kw)
+    one = Forecaster(n_inputs=1, **kw).eval()
+    three = Forecaster(n_inputs=3, **kw).eval()
     assert count_parameters(one) == count_parameters(three)
     three.load_state_dict(one.state_dict())
     x = torch.randn(2, 48, 3)
