@@ -3,7 +3,6 @@
 Composes the real Hydra config (data=etth1/ettm1, model=last_value) as the command line does.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
