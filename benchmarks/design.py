@@ -26,6 +26,7 @@ VARIANTS = {
     "segment_len=12": ["model.segment_len=12"],
     "segment_len=48": ["model.segment_len=48"],
     "hidden_size=64": ["model.hidden_size=64"],
+    "hidden_size=256": ["model.hidden_size=256"],
     "hidden_size=512": ["model.hidden_size=512"],
     "num_layers=2": ["model.num_layers=2"],
     "dropout=0": ["model.dropout=0"],
@@ -33,6 +34,8 @@ VARIANTS = {
     "loss=mae": ["model.loss=mae"],
     "lr=0.003": ["model.lr=0.003"],
     "weight_decay=0.01": ["model.weight_decay=0.01"],
+    "train_stride=1": ["data.train_stride=1"],
+    "train_stride=4": ["data.train_stride=4"],
 }
 
 
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.table_only:
         for name in names:
             multirun([*setting, *VARIANTS[name], f"tracking.experiment={EXPERIMENT}", f"+tracking.tags.variant='{name}'"])
-    found = [r for r in rows(EXPERIMENT) if r["variant"] and r["lookback"] == args.lookback and r["horizon"] == args.horizon]
+    found = [r for r in rows(EXPERIMENT) if r["variant"] and r["dataset"].lower() == args.data and r["model"] == args.model
+             and r["lookback"] == args.lookback and r["horizon"] == args.horizon]
     found = latest(found, key=lambda r: (r["dataset"], r["model"], r["variant"]))
     found.sort(key=lambda r: r["val_loss"])
     base = next((r["settings"] for r in found if r["variant"] == "defaults"), {})
@@ -63,4 +67,5 @@ def main(argv: list[str] | None = None) -> None:
         "| variant | val MSE | test MSE | params | fit s | epochs to best |", "|---|---:|---:|---:|---:|---:|",
         *(f"| {r['variant']} | {r['val_loss']:.4f} | {r['mse']:.4f} | {r['params']:,} | {r['fit_s']:.0f} | {r['epochs']} |" for r in found),
     ]
-    write(f"design-{args.data}-{args.model}-L{args.lookback}", found, "\n".join(lines))
+    name = f"design-{args.data}-{args.model}-L{args.lookback}" + (f"-H{args.horizon}" if args.horizon != 96 else "")
+    write(name, found, "\n".join(lines))

@@ -7,6 +7,8 @@ and in the data's own units (MAE, RMSE), averaged over windows, horizon steps an
 from __future__ import annotations
 
 import itertools
+import statistics
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,3 +60,41 @@ def test_metrics(f: Forecasts, scaler: Scaler, target_index: list[int]) -> dict[
     model = errors(f.pred, f.true, scaler, target_index)
     baseline = errors(np.broadcast_to(f.last, f.true.shape), f.true, scaler, target_index)
     return {**{f"test/{k}": v for k, v in model.items()}, **{f"baseline/{k}": v for k, v in baseline.items()}}
+
+
+def by_step(f: Forecasts) -> dict[str, np.ndarray]:
+    """Scaled MSE and MAE at each horizon step (averaged over windows and targets): [H] each."""
+    diff = f.pred - f.true                                        # [N, H, T]
+    return {"mse_scaled": np.mean(diff**2, axis=(0, 2)), "mae_scaled": np.mean(np.abs(diff), axis=(0, 2))}
+
+
+def by_window(f: Forecasts) -> dict[str, np.ndarray]:
+    """Scaled MSE and MAE of each test window (averaged over steps and targets): [N] each.
+
+    These are the per-window losses a paired test (Diebold-Mariano, Wilcoxon) compares.
+    """
+    diff = f.pred - f.true                                        # [N, H, T]
+    return {"origin": f.origins, "mse_scaled": np.mean(diff**2, axis=(1, 2)), "mae_scaled": np.mean(np.abs(diff), axis=(1, 2))}
+
+
+@torch.no_grad()
+def latency_ms(net: torch.nn.Module, dataset: WindowDataset, batch_sizes=(1, 256), repeats: int = 20) -> dict[int, float]:
+    """Median milliseconds per window of a forward pass at each batch size (after one warm-up call)."""
+    net.eval()
+    device = next(itertools.chain(net.parameters(), net.buffers())).device
+    out = {}
+    for b in batch_sizes:
+        x, _ = dataset.__getitems__([i % len(dataset) for i in range(b)])
+        x = x.to(device)
+        net(x)
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            net(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+        out[b] = 1000 * statistics.median(times) / b
+    return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -22,6 +23,7 @@ import hydra
 import lightning as L
 import mlflow
 import numpy as np
+import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -68,6 +70,8 @@ def train(cfg: DictConfig) -> float | None:
     architecture = module.architecture
     command = " ".join(["python -m forecast.train", *HydraConfig.get().overrides.task])
     tags = {"architecture": architecture, "dataset": data.name, "command": command, **cfg.tracking.tags}
+    if cfg.tracking.parent:                 # a child of a comparison (python -m forecast.compare)
+        tags["mlflow.parentRunId"] = str(cfg.tracking.parent)
     trainable = any(p.requires_grad for p in module.parameters())   # baselines may have nothing to fit
     with tracking.start_run(experiment_id, f"{architecture}-{data.name}", tags) as run:
         if run is not None:
@@ -105,6 +109,11 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
     metrics |= {"time/fit_s": fit_s, "model/params": counts["params"], "model/recurrent_params": counts["recurrent_params"]}
     if epochs.epoch_s:
         metrics |= epochs.timing(len(data.datasets["train"])) | {"train/best_epoch": int(np.argmin(epochs.val_loss)), "val/best_loss": min(epochs.val_loss)}
+    latency = evaluate.latency_ms(module.net, test)
+    metrics |= {f"inference/ms_per_window_b{b}": ms for b, ms in latency.items()}
+    metrics["memory/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # this process so far
+    if torch.cuda.is_available() and module.device.type == "cuda":
+        metrics["memory/cuda_peak_mb"] = torch.cuda.max_memory_allocated(module.device) / 2**20
     mlflow.log_metrics(metrics)
     mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     mlflow.log_dict({**data.report.to_dict(), "windows": data.windows}, "data_report.json")
@@ -116,6 +125,7 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
         pred = data.scaler.inverse(forecasts.pred, t)
         title = f"{module.architecture} on {data.name}: test forecasts (every {data.horizon}-step window)"
         mlflow.log_artifact(plot_test_forecasts(data.frame.index, actual, forecasts.origins, pred, data.targets, title, tmp / "forecast_test.png"), "plots")
+        log_evaluation(tmp, data, forecasts, pred)
 
         net_args = {**module.net_kwargs, **data.model_args()}
         bundle = save_bundle(tmp / "model.pt", module.net.cpu(), net_args, data.scaler, data.inputs, data.targets, data.report.freq)
@@ -123,13 +133,35 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
         example = data.frame.iloc[last - data.lookback : last][data.inputs].reset_index()
         example["timestamp"] = example["timestamp"].astype(str)   # as read from a CSV or sent as JSON
         served = ForecastPyfunc().load(str(bundle))
-        mlflow.pyfunc.log_model(
+        info = mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(forecast.__file__).parent / "served_model.py"), artifacts={"bundle": str(bundle)},
             code_paths=[str(Path(forecast.__file__).parent)], input_example=example,
             signature=infer_signature(example, served.predict(None, example)),
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "pandas", "numpy"],
+            registered_model_name=cfg.tracking.register or None,
         )
+    if cfg.tracking.register:
+        mlflow.set_tag("registered_model", f"{cfg.tracking.register}/{info.registered_model_version}")
+        print(f"registered {cfg.tracking.register} version {info.registered_model_version}")
     return metrics
+
+
+def log_evaluation(tmp: Path, data, forecasts: evaluate.Forecasts, pred: np.ndarray) -> None:
+    """Per-step and per-window test errors and one example window, as `evaluation/` artifacts.
+
+    A comparison report is rebuilt from these alone: errors by horizon step, the per-window losses
+    its paired test compares, and the last test window's forecast against the actual values.
+    """
+    steps = pd.DataFrame({"step": np.arange(1, data.horizon + 1), **evaluate.by_step(forecasts)})
+    windows = pd.DataFrame(evaluate.by_window(forecasts))
+    windows.insert(1, "timestamp", data.frame.index[windows["origin"]])
+    last = int(forecasts.origins[-1])
+    example = data.frame.iloc[last - data.lookback : last + data.horizon][data.targets].reset_index()
+    for k, name in enumerate(data.targets):
+        example[f"{name}:forecast"] = np.concatenate([np.full(data.lookback, np.nan), pred[-1, :, k]])
+    for frame, name in ((steps, "test_by_step.parquet"), (windows, "test_by_window.parquet"), (example, "example_window.parquet")):
+        frame.to_parquet(tmp / name, index=False)
+        mlflow.log_artifact(str(tmp / name), "evaluation")
 
 
 def build(node: DictConfig, **kwargs):
