@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import socket
 import sys
 import tempfile
 import time
@@ -69,7 +70,11 @@ def train(cfg: DictConfig) -> float | None:
 
     architecture = module.architecture
     command = " ".join(["python -m forecast.train", *HydraConfig.get().overrides.task])
-    tags = {"architecture": architecture, "dataset": data.name, "command": command, **cfg.tracking.tags}
+    tags = {
+        "architecture": architecture, "dataset": data.name, "command": command,
+        "process": f"{socket.gethostname()}:{os.getpid()}",   # lets a later run tell a crashed run from a live one
+        **cfg.tracking.tags,
+    }
     if cfg.tracking.parent:                 # a child of a comparison (python -m forecast.compare)
         tags["mlflow.parentRunId"] = str(cfg.tracking.parent)
     trainable = any(p.requires_grad for p in module.parameters())   # baselines may have nothing to fit
