@@ -31,6 +31,8 @@ class SensorDataModule(L.LightningDataModule):
         borders: [train_end, val_end, test_end] row indices; overrides the fractions (ETT protocol).
         batch_size: windows per training batch.
         train_stride: use every n-th training window (1 = all); validation and test use all.
+        train_fraction: keep only the most recent fraction of the training windows (1 = all), to
+            measure small-data behaviour; the scaler, validation and test are unchanged.
         num_workers: DataLoader worker processes.
         pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
         **read: how to read the CSV, passed to `CsvSpec` (sep, decimal, timestamp, targets, ...).
@@ -47,6 +49,7 @@ class SensorDataModule(L.LightningDataModule):
         borders: list[int] | None = None,
         batch_size: int = 256,
         train_stride: int = 1,
+        train_fraction: float = 1.0,
         num_workers: int = 0,
         pin_memory: bool = False,
         **read,
@@ -56,6 +59,8 @@ class SensorDataModule(L.LightningDataModule):
             raise InputError(f"data.lookback and data.horizon must be positive numbers of steps, got lookback={lookback}, horizon={horizon}")
         if int(batch_size) < 1 or int(train_stride) < 1:
             raise InputError(f"data.batch_size and data.train_stride must be positive, got {batch_size} and {train_stride}")
+        if not 0 < float(train_fraction) <= 1:
+            raise InputError(f"data.train_fraction must be in (0, 1], got {train_fraction}")
         unknown = set(read) - {f.name for f in dataclasses.fields(CsvSpec)}
         if unknown:
             raise InputError(f"unknown data setting(s): {', '.join(sorted('data.' + k for k in unknown))}")
@@ -83,6 +88,8 @@ class SensorDataModule(L.LightningDataModule):
         for split in SPLITS:
             stride = int(train_stride) if split == "train" else 1
             origins = window_origins(self.spans[split], self.lookback, self.horizon, valid, stride)
+            if split == "train":
+                origins = origins[len(origins) - max(1, round(len(origins) * float(train_fraction))) :]  # the most recent
             if len(origins) == 0:
                 start, end = self.spans[split]
                 raise InputError(
