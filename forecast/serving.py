@@ -13,6 +13,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
+from pandas.tseries.frequencies import to_offset
 
 from forecast.errors import InputError
 from forecast.networks import build_network
@@ -32,6 +34,23 @@ def save_bundle(path: Path, net: torch.nn.Module, net_args: dict, scaler, inputs
         path,
     )
     return path
+
+
+def load(model_uri: str) -> tuple[mlflow.pyfunc.PyFuncModel, "ForecastPyfunc"]:
+    """A logged forecast model by URI (models:/forecast@champion, runs:/<id>/model, a folder) and its wrapper.
+
+    Raises InputError, naming the URI, when it cannot be loaded or is not a forecast model.
+    """
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise InputError(f"cannot load the model {model_uri}: {first}\n"
+                         "Promote one with python -m forecast.retrain, or pass model_uri=runs:/<run id>/model.") from None
+    inner = model.unwrap_python_model()
+    if not hasattr(inner, "forecast_windows"):
+        raise InputError(f"{model_uri} is not a forecast model of this version of the package (retrain it)")
+    return model, inner
 
 
 class ForecastPyfunc(mlflow.pyfunc.PythonModel):
@@ -66,14 +85,35 @@ class ForecastPyfunc(mlflow.pyfunc.PythonModel):
         raw = frame[self.inputs].to_numpy(dtype=np.float64)[-self.lookback :]      # [L, C]
         if np.isnan(raw).any():
             raise InputError("model input has missing values in its last lookback rows; fill or drop them first")
-        x = torch.as_tensor((raw - self.mean) / self.std, dtype=torch.float32)[None]  # [1, L, C]
-        with torch.no_grad():
-            y = self.net(x)[0].numpy().astype(np.float64)                          # [H, T]
-        t = list(range(len(self.targets)))                                          # targets lead the inputs
-        out = pd.DataFrame(y * self.std[t] + self.mean[t], columns=self.targets)
+        out = pd.DataFrame(self.forecast_windows(raw[None])[0], columns=self.targets)
         if TIME in frame.columns:
             last = pd.Timestamp(pd.to_datetime(frame[TIME]).iloc[-1])
             out.insert(0, TIME, pd.date_range(last, periods=self.horizon + 1, freq=self.freq)[1:])
         else:
             out.insert(0, "step", np.arange(1, self.horizon + 1))
         return out
+
+    def check(self, frame: pd.DataFrame, freq: str, source: str) -> None:
+        """Raise InputError unless `frame` (a regular series at `freq`) has this model's columns and frequency."""
+        missing = [c for c in self.inputs if c not in frame.columns]
+        if missing:
+            raise InputError(f"{source} lacks column(s) {', '.join(missing)} that the model reads; it has {', '.join(frame.columns)}.\n"
+                             f"The model needs {', '.join(self.inputs)}: point data.path at that kind of data or use another model.")
+        if to_offset(freq) != to_offset(self.freq):
+            raise InputError(f"{source} has a reading every {freq} but the model was trained on one every {self.freq}.\n"
+                             f"Resample it with data.freq={self.freq}, or use a model trained at {freq}.")
+        if len(frame) < self.lookback:
+            raise InputError(f"{source} has {len(frame)} rows every {freq}; the model needs at least the last {self.lookback} readings")
+
+    def forecast_windows(self, raw: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Raw input windows [N, L, C] (columns in `inputs` order) -> forecasts [N, H, T] in data units.
+
+        The batched core of `predict`, used to backtest or compare models on the same windows.
+        """
+        t = list(range(len(self.targets)))                                          # targets lead the inputs
+        out = []
+        for start in range(0, len(raw), batch_size):
+            x = torch.as_tensor((raw[start : start + batch_size] - self.mean) / self.std, dtype=torch.float32)
+            with torch.no_grad():
+                out.append(self.net(x).numpy().astype(np.float64))                 # [b, H, T]
+        return np.concatenate(out) * self.std[t] + self.mean[t]
