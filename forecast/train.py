@@ -38,6 +38,7 @@ from forecast.errors import InputError
 from forecast.model import count_parameters
 from forecast.plot import plot_test_forecasts
 from forecast.serving import ForecastPyfunc, save_bundle
+from forecast.serving import load as load_served
 
 OmegaConf.register_new_resolver("sample_csv", sample.default_path, replace=True)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -61,6 +62,8 @@ def train(cfg: DictConfig) -> float | None:
     say(*data.report.lines(), f"windows: {data.windows}")
     experiment_id = tracking.connect(cfg.tracking.experiment) if tracking.is_rank_zero() else None
     module = build(cfg.model, **data.model_args(), mean=data.scaler.mean.tolist(), std=data.scaler.std.tolist())
+    if cfg.get("init_from"):                # warm start: +init_from=<model URI> (python -m forecast.retrain warm_start=true)
+        warm_start(module.net, cfg.init_from)
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     best = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val/loss", mode="min")
@@ -167,6 +170,17 @@ def log_evaluation(tmp: Path, data, forecasts: evaluate.Forecasts, pred: np.ndar
     for frame, name in ((steps, "test_by_step.parquet"), (windows, "test_by_window.parquet"), (example, "example_window.parquet")):
         frame.to_parquet(tmp / name, index=False)
         mlflow.log_artifact(str(tmp / name), "evaluation")
+
+
+def warm_start(net: torch.nn.Module, model_uri: str) -> None:
+    """Start from a logged forecast model's weights when its network has the same shapes; else from scratch."""
+    mlflow.set_tracking_uri(tracking.tracking_uri())       # every rank loads it, not only the one that records
+    source, target = load_served(model_uri)[1].net.state_dict(), net.state_dict()
+    if source.keys() != target.keys() or any(source[k].shape != target[k].shape for k in source):
+        print(f"init_from {model_uri}: its network differs from this one; training from scratch")
+        return
+    net.load_state_dict(source)
+    print(f"init_from {model_uri}: starting from its weights")
 
 
 def build(node: DictConfig, **kwargs):
