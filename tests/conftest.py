@@ -27,3 +27,26 @@ def ett_h1() -> Path:
     if not path.is_file():
         pytest.skip(f"ETTh1.csv not found at {path} (set FORECAST_DATA_DIR to the folder holding it)")
     return path
+
+
+# retrain on a few weeks of the sample, dropped as daily CSV files into drops/, with tiny trainings
+RETRAIN = ["data=csv", "data.path=drops", "data.na_values=[-9999]", "data.lookback=48", "data.horizon=24",
+           "challengers=[gru]", 'train_args=["model.hidden_size=32","trainer.max_epochs=1"]']
+
+
+def sample_drop(folder: Path, name: str, rows: slice) -> Path:
+    """Rows of the sample data (data/sensors.csv) written as one CSV drop in `folder`."""
+    lines = (REPO / "data" / "sensors.csv").read_text().splitlines(keepends=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(lines[0] + "".join(lines[1:][rows]))
+    return folder / name
+
+
+@pytest.fixture(scope="session")
+def champion(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A folder whose store (mlflow.db, mlruns/) holds a champion, promoted by a first real retrain on one drop."""
+    folder = tmp_path_factory.mktemp("service")
+    sample_drop(folder / "drops", "day1.csv", slice(0, 3000))
+    done = run_cli("forecast.retrain", *RETRAIN, cwd=folder)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return folder, done
