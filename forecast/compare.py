@@ -24,6 +24,7 @@ import hydra
 import mlflow
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import MissingConfigException
 from omegaconf import DictConfig
 
 from forecast import report, tracking
@@ -128,7 +129,7 @@ def plan(cfg: DictConfig, data) -> list[tuple[str, list[str], int]]:
 def hidden_sizes(budget: str, models: list[str], passed: list[str], model_args: dict) -> dict[str, int | None]:
     """Each model's hidden size (None for a model without one). budget=params solves all but the first
     so that their parameter counts match the first model's within 2%."""
-    configs = {m: hydra.compose("compare", overrides=[*passed, f"model={m}"]).model for m in models}
+    configs = {m: model_config(m, passed) for m in models}
     sizes = {m: int(c.hidden_size) if "hidden_size" in c else None for m, c in configs.items()}
     if budget == "hidden":
         for m, c in configs.items():
@@ -147,6 +148,15 @@ def hidden_sizes(budget: str, models: list[str], passed: list[str], model_args: 
         if mismatch > TOLERANCE:
             raise InputError(f"budget=params: no hidden size of '{m}' comes within 2% of the {target:,} parameters of '{reference}' (best {mismatch:.1%})")
     return sizes
+
+
+def model_config(model: str, passed: list[str]) -> DictConfig:
+    """conf/model/<model>.yaml with the user's overrides applied."""
+    try:
+        return hydra.compose("compare", overrides=[*passed, f"model={model}"]).model
+    except MissingConfigException:
+        known = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "model").glob("*.yaml"))
+        raise InputError(f"models: no model config '{model}' in conf/model; choose from {', '.join(known)}") from None
 
 
 def count(model_cfg: DictConfig, hidden_size: int | None, model_args: dict) -> int:
