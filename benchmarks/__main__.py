@@ -1,10 +1,10 @@
-"""python -m benchmarks {ett,design} [options]: see each module's docstring."""
+"""python -m benchmarks {ett,design,step} [options]: see each module's docstring."""
 
 import sys
 
-from benchmarks import design, ett
+from benchmarks import design, ett, step
 
-COMMANDS = {"ett": ett.main, "design": design.main}
+COMMANDS = {"ett": ett.main, "design": design.main, "step": step.main}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
