@@ -74,12 +74,13 @@ def compare(cfg: DictConfig) -> int:
         mlflow.log_params(tracking.flatten(cfg) | {"conditions": ",".join(c[0] for c in conditions), "seeds": ",".join(seeds)})
         for name, extra, _ in conditions:
             for group in by_hidden_size(models, sizes[name]):
+                hidden = hidden_override(group, sizes[name])   # replaces the user's model.hidden_size, if any
                 command = [sys.executable, "-m", "forecast.train", "-m", f"model={','.join(group)}", f"seed={','.join(seeds)}",
-                           *passed, *extra, *hidden_override(group, sizes[name]),
+                           *[o for o in passed if not (hidden and key_of(o) == "model.hidden_size")], *extra, *hidden,
                            f"tracking.experiment={cfg.tracking.experiment}", f"tracking.parent={run_id}",
                            "+tracking.tags.seed=${seed}", f"+tracking.tags.condition={name}",
                            f"hydra.sweep.dir=multirun/compare-{run_id[:8]}/{name}-{'-'.join(group)}", *launcher]
-                print(f"\n== {name}: {', '.join(group)} x seeds {', '.join(seeds)}\n$ {' '.join(command[1:])}", flush=True)
+                print(f"\n== {name}: {', '.join(group)} x seeds {', '.join(seeds)}\n$ python {' '.join(command[1:])}", flush=True)
                 status = subprocess.run(command).returncode
                 if status:
                     mlflow.end_run("FAILED")
@@ -183,7 +184,7 @@ def hidden_override(group: list[str], sizes: dict[str, int | None]) -> list[str]
 def machine() -> str:
     """Where the comparison ran (the children's hosts are in their `process` tags)."""
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return f"{platform.node()}: {platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 if __name__ == "__main__":

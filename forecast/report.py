@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import os
 import re
 import sys
 import tempfile
@@ -44,6 +45,7 @@ MEASURED = [
     ("parameters", "model/params", 0), ("recurrent parameters", "model/recurrent_params", 0), ("hidden size", "hidden_size", 0),
 ]
 COLORS = {"gru": "tab:blue", "lstm": "tab:orange"}
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -224,7 +226,8 @@ def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, 
     base = c.runs[c.runs["condition"] == "base"]
     out = [f"# {' or '.join(map(name, c.models))} on {dataset}", "",
            f"Comparison run `{c.parent.info.run_id}`; {len(c.runs)} finished child runs. Command: `{t.get('command', '?')}`.", "",
-           f"Machine: {t.get('machine', '?')}. Launcher: {t.get('launcher', '?')}.", "",
+           f"Machine: {t.get('machine', '?')}. Launcher: {t.get('launcher', '?')}"
+           + ("." if t.get("launcher", "").startswith("basic") else ": pairs that ran at the same time shared the machine, which slows their timings."), "",
            f"Settings shared by every run: lookback {p.get('data.lookback')}, horizon {c.horizon}, at most {p.get('trainer.max_epochs')} epochs, "
            f"early stopping after {p.get('patience')} epochs without a better val/loss, AdamW lr {p.get('model.lr')}, loss {p.get('model.loss')}, "
            f"batch {p.get('data.batch_size')}, seeds {p.get('seeds')}, budget `{p.get('budget')}` (hidden sizes below).", "",
