@@ -75,7 +75,9 @@ def compare(cfg: DictConfig) -> int:
         for name, extra, _ in conditions:
             for group in by_hidden_size(models, sizes[name]):
                 hidden = hidden_override(group, sizes[name])   # replaces the user's model.hidden_size, if any
-                command = [sys.executable, "-m", "forecast.train", "-m", f"model={','.join(group)}", f"seed={','.join(seeds)}",
+                # seed before model: the basic launcher then alternates the architectures (gru 0, lstm 0, gru 1, ...),
+                # so a load that drifts while the pairs run falls on both alike
+                command = [sys.executable, "-m", "forecast.train", "-m", f"seed={','.join(seeds)}", f"model={','.join(group)}",
                            *[o for o in passed if not (hidden and key_of(o) == "model.hidden_size")], *extra, *hidden,
                            f"tracking.experiment={cfg.tracking.experiment}", f"tracking.parent={run_id}",
                            "+tracking.tags.seed=${seed}", f"+tracking.tags.condition={name}",
@@ -87,11 +89,23 @@ def compare(cfg: DictConfig) -> int:
                     print(f"error: the training of condition '{name}' ({', '.join(group)}) failed with exit status {status} (its output is above);\n"
                           f"the comparison run {run_id} is marked FAILED", file=sys.stderr)
                     return status
+        missing = unfinished(run_id, parent.info.experiment_id, len(models) * len(seeds) * len(conditions))
+        if missing:
+            mlflow.end_run("FAILED")
+            print(f"error: {missing} of the comparison's trainings did not finish (interrupted?); the comparison run {run_id} is marked FAILED",
+                  file=sys.stderr)
+            return 1
         folder = report.build(run_id, Path(cfg.report_dir) / run_id)
     print((folder / "verdict.txt").read_text().strip())
     print(f"report: {folder / 'report.md'} (also logged to the parent run {run_id} under report/)")
     print(f"open the UI: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
     return 0
+
+
+def unfinished(run_id: str, experiment_id: str, expected: int) -> int:
+    """How many of the expected child runs are not recorded as FINISHED."""
+    finished = mlflow.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'FINISHED'", output_format="list")
+    return max(expected - len(finished), 0)
 
 
 def key_of(override: str) -> str:
