@@ -4,7 +4,8 @@
     python -m forecast.retrain data=csv data.path=drops/ margin=0.05 'train_args=["trainer.max_epochs=30"]'
 
 In order, under a lock that only one retrain per store can hold:
-1. runs left RUNNING by a process of this host that no longer exists are marked KILLED;
+1. runs left RUNNING by a process of this host that no longer exists (or, from any host, retrain
+   runs older than `stale_after_s`) are marked KILLED;
 2. the data is read and validated as training reads it, and its files are copied to a snapshot
    (sha256 recorded) that every training of this retrain reads;
 3. the champion (models:/<name>@<alias>) is checked against the data and scored on the holdout;
@@ -82,7 +83,7 @@ def retrain(cfg: DictConfig) -> int:
     experiment_id = tracking.connect(cfg.experiment)
     client = MlflowClient()
     with exclusive(lock_path(cfg.lock)):
-        mark_dead_runs(client, experiment_id)
+        mark_dead_runs(client, experiment_id, cfg.stale_after_s)
         data = build(cfg.data)                          # validates as training does; bad data stops here
         print(*data.report.lines(), sep="\n")
         champion = find_champion(client, cfg.name, cfg.alias)
@@ -160,15 +161,25 @@ def exclusive(path: Path):
         os.close(fd)
 
 
-def mark_dead_runs(client: MlflowClient, experiment_id: str) -> None:
-    """Runs still RUNNING whose `process` tag names this host and a process that is gone are set KILLED."""
-    host = socket.gethostname()
+def mark_dead_runs(client: MlflowClient, experiment_id: str, stale_after_s: float = math.inf) -> None:
+    """Set KILLED the runs still RUNNING whose process is gone.
+
+    A process of this host is looked up by the run's `process` tag (host:pid). One of another host
+    (a killed Kubernetes pod) cannot be, so a retrain or challenger run RUNNING for longer than
+    `stale_after_s` counts as gone too.
+    """
+    host, now = socket.gethostname(), time.time()
     for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
         process = run.data.tags.get("process", "")
         where, _, pid = process.rpartition(":")
         if where == host and pid.isdigit() and not alive(int(pid)):
-            client.set_terminated(run.info.run_id, "KILLED")
-            print(f"marked run {run.info.run_id} ({run.info.run_name}, process {process}) KILLED: its process is gone")
+            why = "its process is gone"
+        elif run.data.tags.get("kind") in ("retrain", "challenger") and now - run.info.start_time / 1000 > stale_after_s:
+            why = f"running for more than stale_after_s={stale_after_s:.0f}"
+        else:
+            continue
+        client.set_terminated(run.info.run_id, "KILLED")
+        print(f"marked run {run.info.run_id} ({run.info.run_name}, process {process}) KILLED: {why}")
 
 
 def alive(pid: int) -> bool:

@@ -174,3 +174,16 @@ def test_the_lock_admits_one_retrain_and_a_kill_9_leaves_nothing_stuck(champion)
     assert f"(retrain-csv, process " in third.stdout and "(gru-csv, process " in third.stdout
     assert registry(folder) == before
     assert not runs(folder, "attributes.status = 'RUNNING'")
+
+
+def test_runs_of_another_host_are_marked_killed_only_when_stale(champion):
+    from forecast.retrain import mark_dead_runs
+    folder, _ = champion
+    client, experiment = store(folder)
+    ours = client.create_run(experiment, tags={"kind": "retrain", "process": "pod-7f9c:1"}).info.run_id       # a killed pod's
+    theirs = client.create_run(experiment, tags={"process": "pod-7f9c:1"}).info.run_id                         # someone's training
+    mark_dead_runs(client, experiment, stale_after_s=3600)
+    assert client.get_run(ours).info.status == "RUNNING"                      # another host, and recent: it may be alive
+    mark_dead_runs(client, experiment, stale_after_s=0)
+    assert client.get_run(ours).info.status == "KILLED" and client.get_run(theirs).info.status == "RUNNING"
+    client.set_terminated(theirs, "KILLED")
