@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ TOLERANCE = 0.02                                                                
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="compare")
 def main(cfg: DictConfig) -> None:
+    signal.signal(signal.SIGTERM, interrupt)          # `kill` marks the parent run KILLED and stops its trainings
     try:
         status = compare(cfg)
     except InputError as e:
@@ -47,6 +49,10 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     if status:
         sys.exit(status)
+
+
+def interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def compare(cfg: DictConfig) -> int:

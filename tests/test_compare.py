@@ -27,7 +27,7 @@ def store(folder):
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     folder = tmp_path_factory.mktemp("compare")
-    done = run_cli("forecast.compare", *SMALL, cwd=folder)
+    done = run_cli("forecast.compare", *SMALL, cwd=folder, timeout=900)   # about a minute on two idle cores
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     client, runs = store(folder)
     parent = next(r for r in runs if r.data.tags.get("kind") == "comparison")
