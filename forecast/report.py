@@ -122,8 +122,8 @@ class Verdict:
     mse_a: float                 # mean over seeds of the test scaled MSE
     mse_b: float
     test: stats.PairedTest       # Diebold-Mariano on the per-window scaled MSE averaged over seeds
-    epoch_ratio: float           # a's time per epoch / b's (above 1: b is faster)
-    fit_ratio: float             # a's fit time / b's
+    epoch_ratio: float           # a's time per epoch / b's (above 1: b is faster), medians over seeds
+    fit_ratio: float             # a's fit time / b's, medians over seeds
     params_ratio: float          # a's parameters / b's
 
     @property
@@ -143,9 +143,10 @@ def verdict(c: Comparison, condition: str, a: str, b: str) -> Verdict | None:
     if not {a, b} <= set(runs["architecture"]):
         return None
     mean = runs.groupby("architecture").mean(numeric_only=True)
+    median = runs.groupby("architecture").median(numeric_only=True)   # timings: one run slowed by other load moves it little
     la, lb = window_losses(c, condition, a), window_losses(c, condition, b)
     la, lb = la.align(lb, join="inner")
-    ratio = lambda key: float(mean.loc[a, key] / mean.loc[b, key]) if key in mean and mean.loc[b, key] else float("nan")  # noqa: E731
+    ratio = lambda key: float(median.loc[a, key] / median.loc[b, key]) if key in median and median.loc[b, key] else float("nan")  # noqa: E731
     return Verdict(a, b, float(mean.loc[a, "test/mse_scaled"]), float(mean.loc[b, "test/mse_scaled"]),
                    stats.diebold_mariano(la.to_numpy(), lb.to_numpy(), lag=c.horizon - 1),
                    ratio("time/epoch_s"), ratio("time/fit_s"), ratio("model/params"))
@@ -234,7 +235,8 @@ def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, 
            "## Verdict", "", *[f"**{s}**" for s in sentences], ""]
     out += ["Paired test: Diebold-Mariano on the test windows' scaled MSE (each window's loss averaged over the seeds "
             f"of a model), two-sided, with a Newey-West (Bartlett) variance over {c.horizon - 1} lags, since windows one step apart "
-            "share all but one target step. Speed: median time per epoch (validation included), mean over seeds.", "",
+            "share all but one target step. Speed: each run's median time per epoch (validation included), then the median over seeds, "
+            "so that one run slowed by other work on the machine moves the ratio little.", "",
             "| condition | model | test MSE (scaled) | difference from " + name(c.models[0]) + " | DM statistic | p-value | time per epoch ratio | fit time ratio | parameter ratio |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for (cond, b), v in verdicts.items():
