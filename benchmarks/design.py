@@ -34,6 +34,7 @@ VARIANTS = {
     "loss=mae": ["model.loss=mae"],
     "lr=0.003": ["model.lr=0.003"],
     "weight_decay=0.01": ["model.weight_decay=0.01"],
+    "segrnn": ["model.hidden_size=512", "model.dropout=0.5", "model.lr=0.001"],   # SegRNN's published ETTh1 settings
     "train_stride=1": ["data.train_stride=1"],
     "train_stride=4": ["data.train_stride=4"],
 }
