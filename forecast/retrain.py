@@ -45,7 +45,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from forecast import evaluate, serving, tracking
 from forecast.errors import InputError
@@ -109,12 +109,10 @@ def retrain(cfg: DictConfig) -> int:
                     contenders[name] = version
                     scores[name] = holdout.score(name, version)
                 winner, reason = decide({k: s[cfg.metric] for k, s in scores.items()}, cfg.margin, cfg.metric)
-                record(scores, contenders, winner, reason, failed, champion)
                 if winner is not None:
-                    promote(client, cfg, contenders[winner], champion)
-                after = contenders[winner] if winner else champion
-                mlflow.set_tags({"decision": "promote" if winner else "keep", "reason": reason,
-                                 "champion_after": after.label if after else "none", "failed": ",".join(failed)})
+                    winner, reason = promote(client, cfg, winner, contenders[winner], champion, reason)
+                record(scores, contenders, winner, reason, failed)
+    after = contenders[winner] if winner else champion
     kept = f"keep {champion.label} ({champion.architecture})" if champion else "no champion"
     print(f"decision: {f'promote {after.label} ({after.architecture})' if winner else kept}: {reason}")
     print(f"retrain run {run.info.run_id} in {time.perf_counter() - started:.1f} s")
@@ -338,22 +336,25 @@ def decide(scores: dict[str, float], margin: float, metric: str = "mse_scaled") 
     return None, f"best challenger {best} is not better by more than the margin of {margin:.1%}: {versus}"
 
 
-def record(scores: dict[str, dict], contenders: dict[str, Contender], winner: str | None, reason: str,
-           failed: list[str], champion: Contender | None) -> None:
-    """Every contender's holdout metrics (`<contender>/<metric>`) and a contenders.json on the retrain run."""
+def promote(client: MlflowClient, cfg: DictConfig, name: str, winner: Contender, champion: Contender | None,
+            reason: str) -> tuple[str | None, str]:
+    """Point the alias at the winner `name`, unless it moved since this retrain read it; who won and why."""
+    now = alias_version(client, cfg.name, cfg.alias)
+    if now != (champion.version if champion else None):
+        return None, f"the alias {cfg.name}@{cfg.alias} moved to version {now} during this retrain; left as it is"
+    client.set_registered_model_alias(cfg.name, cfg.alias, winner.version)
+    client.set_model_version_tag(cfg.name, winner.version, "promoted_by_run", mlflow.active_run().info.run_id)
+    return name, reason
+
+
+def record(scores: dict[str, dict], contenders: dict[str, Contender], winner: str | None, reason: str, failed: list[str]) -> None:
+    """The decision as tags, every contender's holdout metrics (`<contender>/<metric>`) and contenders.json, on the retrain run."""
+    after = contenders[winner] if winner else contenders.get("champion")
+    mlflow.set_tags({"decision": "promote" if winner else "keep", "reason": reason, "failed": ",".join(failed),
+                     "champion_after": after.label if after else "none"})
     mlflow.log_metrics({f"{who}/{k}": v for who, s in scores.items() for k, v in s.items()})
     mlflow.log_dict({who: {"model": c.label, "architecture": c.architecture, "run_id": c.run_id, **scores[who]}
                      for who, c in contenders.items()} | {"failed": failed, "winner": winner, "reason": reason}, "contenders.json")
-
-
-def promote(client: MlflowClient, cfg: DictConfig, winner: Contender, champion: Contender | None) -> None:
-    """Point the alias at the winner, unless it moved since this retrain read it (then leave it)."""
-    now = alias_version(client, cfg.name, cfg.alias)
-    if now != (champion.version if champion else None):
-        raise InputError(f"the alias {cfg.name}@{cfg.alias} moved to version {now} during this retrain; left as it is")
-    client.set_registered_model_alias(cfg.name, cfg.alias, winner.version)
-    client.set_model_version_tag(cfg.name, winner.version, "promoted_by_run", mlflow.active_run().info.run_id)
-
 
 if __name__ == "__main__":
     main()

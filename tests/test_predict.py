@@ -1,5 +1,7 @@
 """python -m forecast.predict as a user runs it, against the champion that a real retrain promoted."""
 
+import re
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -7,6 +9,8 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import run_cli
+from forecast import serving
+from forecast.errors import InputError
 from forecast.frame import CsvSpec, load_frame
 
 DATA = ["data=csv", "data.path=drops", "data.na_values=[-9999]"]      # the drop the champion was trained on
@@ -45,26 +49,29 @@ def test_backtest_forecasts_every_window_of_the_span_and_agrees_with_the_retrain
     assert mae == pytest.approx(first.data.metrics["gru/mae"], rel=1e-6)
 
 
-def short_drop(folder):
-    (folder / "short").mkdir(exist_ok=True)
-    lines = (folder / "drops" / "day1.csv").read_text().splitlines()
-    (folder / "short" / "day.csv").write_text("\n".join(lines[:31]) + "\n")
-    return ["data.path=short"]
+def test_data_at_another_frequency_is_a_short_error(champion, tmp_path):
+    folder, _ = champion
+    done = run_cli("forecast.predict", f"output={tmp_path}/f.csv", *DATA, "data.freq=1h", cwd=folder)
+    message = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert len(message) == 2 and message[0].startswith("error: ") and message[0].endswith(
+        "drops has a reading every 1h but the model was trained on one every 30min.")
+    assert message[1] == "Resample it with data.freq=30min, or use a model trained at 1h."
+    assert not (tmp_path / "f.csv").exists()
 
 
-CASES = {   # what differs from the model's data -> what the message must name
-    "frequency": (lambda folder: ["data.freq=1h"], "a reading every 1h but the model was trained on one every 30min"),
-    "columns": (lambda folder: ["data.targets=[power_kw,co2_ppm]"], "lacks column(s) outdoor_temp_c, indoor_temp_c, humidity_pct"),
-    "too short": (short_drop, "has 30 rows every 30min; the model needs at least the last 48 readings"),
+CASES = {   # data that does not fit the model -> what the message names (the command prints it as above)
+    "columns": (lambda frame: frame[["power_kw", "co2_ppm"]], "lacks column(s) outdoor_temp_c, indoor_temp_c, humidity_pct that the model reads"),
+    "too short": (lambda frame: frame.tail(30), "has 30 rows every 30min; the model needs at least the last 48 readings"),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_data_that_does_not_fit_the_model_is_a_short_error(champion, tmp_path, case):
+def test_the_model_names_what_does_not_fit(champion, case):
     folder, _ = champion
+    mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
+    _, model = serving.load("models:/forecast@champion")
+    frame, report = load_frame(CsvSpec(path=str(folder / "drops"), na_values=[-9999]))
     change, expected = CASES[case]
-    done = run_cli("forecast.predict", f"output={tmp_path}/f.csv", *DATA, *change(folder), cwd=folder)
-    message = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    assert 1 <= len(message) <= 2 and message[0].startswith("error: ") and expected in done.stderr
-    assert not (tmp_path / "f.csv").exists()
+    with pytest.raises(InputError, match=re.escape(expected)):
+        model.check(change(frame), report.freq, "drops")

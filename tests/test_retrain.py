@@ -171,7 +171,7 @@ def test_the_lock_admits_one_retrain_and_a_kill_9_leaves_nothing_stuck(champion)
     third = run_cli("forecast.retrain", *settings(challengers="[]"), cwd=folder)  # the lock is free again
     assert third.returncode == 0, third.stderr[-3000:]
     assert third.stdout.count("KILLED: its process is gone") == 2                # the killed retrain's run and its training's
-    assert f"(retrain-csv, process " in third.stdout and "(gru-csv, process " in third.stdout
+    assert "(retrain-csv, process " in third.stdout and "(gru-csv, process " in third.stdout
     assert registry(folder) == before
     assert not runs(folder, "attributes.status = 'RUNNING'")
 

@@ -3,11 +3,13 @@
 import sys
 
 import pandas as pd
+import pytest
 
 from conftest import TINY, run_cli
 from test_serve import free_port, start, stop, wait_until_up
 
 
+@pytest.mark.slow      # three processes start (the server, a training, a forecast): about a minute on two idle cores
 def test_train_register_and_predict_against_a_tracking_server(tmp_path):
     (tmp_path / "server").mkdir()
     (tmp_path / "laptop").mkdir()
