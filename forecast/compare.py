@@ -47,6 +47,9 @@ def main(cfg: DictConfig) -> None:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: the comparison run is marked KILLED", file=sys.stderr)
+        sys.exit(130)
     if status:
         sys.exit(status)
 
@@ -89,7 +92,7 @@ def compare(cfg: DictConfig) -> int:
                            "+tracking.tags.seed=${seed}", f"+tracking.tags.condition={name}",
                            f"hydra.sweep.dir=multirun/compare-{run_id[:8]}/{name}-{'-'.join(group)}", *launcher]
                 print(f"\n== {name}: {', '.join(group)} x seeds {', '.join(seeds)}\n$ python {' '.join(command[1:])}", flush=True)
-                status = subprocess.run(command).returncode
+                status = launch(command)
                 if status:
                     mlflow.end_run("FAILED")
                     print(f"error: the training of condition '{name}' ({', '.join(group)}) failed with exit status {status} (its output is above);\n"
@@ -106,6 +109,17 @@ def compare(cfg: DictConfig) -> int:
     print(f"report: {folder / 'report.md'} (also logged to the parent run {run_id} under report/)")
     print(f"open the UI: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
     return 0
+
+
+def launch(command: list[str]) -> int:
+    """Run one multirun; if the comparison is interrupted, stop it with SIGTERM so its current run is marked FAILED."""
+    child = subprocess.Popen(command)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        child.wait(timeout=120)
+        raise
 
 
 def unfinished(run_id: str, experiment_id: str, expected: int) -> int:

@@ -231,7 +231,7 @@ def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, 
            + ("." if t.get("launcher", "").startswith("basic") else ": pairs that ran at the same time shared the machine, which slows their timings."), "",
            f"Settings shared by every run: lookback {p.get('data.lookback')}, horizon {c.horizon}, at most {p.get('trainer.max_epochs')} epochs, "
            f"early stopping after {p.get('patience')} epochs without a better val/loss, AdamW lr {p.get('model.lr')}, loss {p.get('model.loss')}, "
-           f"batch {p.get('data.batch_size')}, seeds {p.get('seeds')}, budget `{p.get('budget')}` (hidden sizes below).", "",
+           f"batch {p.get('data.batch_size')}, seeds {', '.join(map(str, sorted(c.runs['seed'].unique())))}, budget `{p.get('budget')}` (hidden sizes below).", "",
            "## Verdict", "", *[f"**{s}**" for s in sentences], ""]
     out += ["Paired test: Diebold-Mariano on the test windows' scaled MSE (each window's loss averaged over the seeds "
             f"of a model), two-sided, with a Newey-West (Bartlett) variance over {c.horizon - 1} lags, since windows one step apart "
