@@ -158,9 +158,9 @@ def test_the_lock_admits_one_retrain_and_a_kill_9_leaves_nothing_stuck(champion)
     before = registry(folder)
     first, seen = start_retrain(folder, *LONG), []
     child = int(read_until(first, "training gru: pid", seen).split()[-1])
-    read_until(first, "epoch   1:", seen)
-    second = run_cli("forecast.retrain", *RETRAIN, cwd=folder)                   # started while the first trains
+    second = run_cli("forecast.retrain", *RETRAIN, cwd=folder)                   # started while the first holds the lock
     assert second.returncode == 3 and "skipped: another retrain holds" in second.stderr and str(first.pid) in second.stderr
+    read_until(first, "epoch   1:", seen)                                        # its training is mid-way
     first.kill()                                                                  # kill -9 the retrain itself
     first.wait(timeout=30)
     first.stdout.close()
