@@ -29,7 +29,7 @@ from hydra.errors import MissingConfigException
 from omegaconf import DictConfig
 
 from forecast import report, tracking
-from forecast.errors import InputError
+from forecast.errors import InputError, reported
 from forecast.model import count_parameters
 from forecast.train import build
 
@@ -43,10 +43,8 @@ TOLERANCE = 0.02                                                                
 def main(cfg: DictConfig) -> None:
     signal.signal(signal.SIGTERM, interrupt)          # `kill` marks the parent run KILLED and stops its trainings
     try:
-        status = compare(cfg)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        with reported():
+            status = compare(cfg)
     except KeyboardInterrupt:
         print("interrupted: the comparison run is marked KILLED", file=sys.stderr)
         sys.exit(130)

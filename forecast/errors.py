@@ -1,5 +1,8 @@
 """The one exception type whose message is meant for the user, not for a debugger."""
 
+import contextlib
+import sys
+
 
 class InputError(ValueError):
     """A problem the user can fix: bad data, a bad setting, an unreachable service.
@@ -7,3 +10,13 @@ class InputError(ValueError):
     The command-line entry points print its message (one or two lines naming the file, row or
     column, what was expected and how to fix it) and exit with status 2, without a traceback.
     """
+
+
+@contextlib.contextmanager
+def reported():
+    """Around a command's body: an InputError becomes `error: <message>` on stderr and exit status 2."""
+    try:
+        yield
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

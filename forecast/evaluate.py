@@ -62,19 +62,16 @@ def test_metrics(f: Forecasts, scaler: Scaler, target_index: list[int]) -> dict[
     return {**{f"test/{k}": v for k, v in model.items()}, **{f"baseline/{k}": v for k, v in baseline.items()}}
 
 
-def by_step(f: Forecasts) -> dict[str, np.ndarray]:
-    """Scaled MSE and MAE at each horizon step (averaged over windows and targets): [H] each."""
-    diff = f.pred - f.true                                        # [N, H, T]
-    return {"mse_scaled": np.mean(diff**2, axis=(0, 2)), "mae_scaled": np.mean(np.abs(diff), axis=(0, 2))}
+def breakdown(f: Forecasts) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Scaled MSE and MAE by horizon step ([H] each) and by test window ([N] each, with its origin).
 
-
-def by_window(f: Forecasts) -> dict[str, np.ndarray]:
-    """Scaled MSE and MAE of each test window (averaged over steps and targets): [N] each.
-
-    These are the per-window losses a paired test (Diebold-Mariano, Wilcoxon) compares.
+    The per-window losses are what a paired test (Diebold-Mariano, Wilcoxon) compares.
     """
     diff = f.pred - f.true                                        # [N, H, T]
-    return {"origin": f.origins, "mse_scaled": np.mean(diff**2, axis=(1, 2)), "mae_scaled": np.mean(np.abs(diff), axis=(1, 2))}
+    squared, absolute = diff**2, np.abs(diff)
+    steps = {"mse_scaled": squared.mean(axis=(0, 2)), "mae_scaled": absolute.mean(axis=(0, 2))}
+    windows = {"origin": f.origins, "mse_scaled": squared.mean(axis=(1, 2)), "mae_scaled": absolute.mean(axis=(1, 2))}
+    return steps, windows
 
 
 @torch.no_grad()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -27,7 +26,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from omegaconf import DictConfig, OmegaConf
 
 from forecast import sample, serving, tracking
-from forecast.errors import InputError
+from forecast.errors import InputError, reported
 from forecast.frame import CsvSpec, load_frame
 from forecast.windows import split_rows, window_origins
 
@@ -37,11 +36,8 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")   # an unreachable
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    try:
+    with reported():
         predict(cfg)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 def predict(cfg: DictConfig) -> pd.DataFrame:

@@ -16,7 +16,6 @@ import argparse
 import html
 import os
 import re
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from forecast import stats, tracking  # noqa: E402
-from forecast.errors import InputError  # noqa: E402
+from forecast.errors import InputError, reported  # noqa: E402
 
 # (label, metric, digits): the per-architecture table, mean ± std over seeds
 MEASURED = [
@@ -54,11 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="folder to write (default reports/<run id>)")
     parser.add_argument("--log", action="store_true", help="also log the report to the parent run under report/")
     args = parser.parse_args(argv)
-    try:
+    with reported():
         folder = build(args.run_id, args.out or Path("reports") / args.run_id, log=args.log)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     print((folder / "verdict.txt").read_text().strip())
     print(f"report: {folder / 'report.md'}")
 

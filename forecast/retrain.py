@@ -48,7 +48,7 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
 from forecast import evaluate, serving, tracking
-from forecast.errors import InputError
+from forecast.errors import InputError, reported
 from forecast.predict import window_forecasts
 from forecast.train import build
 from forecast.windows import window_origins
@@ -64,10 +64,8 @@ class Busy(Exception):
 def main(cfg: DictConfig) -> None:
     signal.signal(signal.SIGTERM, _interrupt)          # a stopped service ends its run KILLED, not RUNNING
     try:
-        sys.exit(retrain(cfg))
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        with reported():
+            sys.exit(retrain(cfg))
     except Busy as e:
         print(f"skipped: {e}", file=sys.stderr)
         sys.exit(BUSY)

@@ -29,7 +29,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from omegaconf import DictConfig
 
-from forecast.errors import InputError
+from forecast.errors import InputError, reported
 
 log = logging.getLogger("forecast.schedule")
 JOB = "retrain"
@@ -48,11 +48,8 @@ def run_retrain(args: list[str]) -> int:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="schedule")
 def main(cfg: DictConfig) -> None:
-    try:
+    with reported():
         schedule(cfg)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 def schedule(cfg: DictConfig) -> None:

@@ -14,7 +14,6 @@ import logging
 import os
 import resource
 import socket
-import sys
 import tempfile
 import time
 import warnings
@@ -34,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import forecast
 from forecast import evaluate, sample, tracking
-from forecast.errors import InputError
+from forecast.errors import InputError, reported
 from forecast.model import count_parameters
 from forecast.plot import plot_test_forecasts
 from forecast.serving import ForecastPyfunc, save_bundle
@@ -48,11 +47,8 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    try:
+    with reported():
         return train(cfg)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -160,8 +156,9 @@ def log_evaluation(tmp: Path, data, forecasts: evaluate.Forecasts, pred: np.ndar
     A comparison report is rebuilt from these alone: errors by horizon step, the per-window losses
     its paired test compares, and the last test window's forecast against the actual values.
     """
-    steps = pd.DataFrame({"step": np.arange(1, data.horizon + 1), **evaluate.by_step(forecasts)})
-    windows = pd.DataFrame(evaluate.by_window(forecasts))
+    by_step, by_window = evaluate.breakdown(forecasts)
+    steps = pd.DataFrame({"step": np.arange(1, data.horizon + 1), **by_step})
+    windows = pd.DataFrame(by_window)
     windows.insert(1, "timestamp", data.frame.index[windows["origin"]])
     last = int(forecasts.origins[-1])
     example = data.frame.iloc[last - data.lookback : last + data.horizon][data.targets].reset_index()
