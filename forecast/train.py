@@ -107,10 +107,12 @@ def train(cfg: DictConfig) -> float | None:
 def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float]:
     """Test the restored best model and log metrics, report, plot and the servable model."""
     test = data.datasets["test"]
+    started = time.perf_counter()
     forecasts = evaluate.forecast_windows(module.net, test)
+    predict_s = time.perf_counter() - started            # every test window, as the peers benchmark times it
     metrics = evaluate.test_metrics(forecasts, data.scaler, data.target_index)
     counts = count_parameters(module.net)
-    metrics |= {"time/fit_s": fit_s, "model/params": counts["params"], "model/recurrent_params": counts["recurrent_params"]}
+    metrics |= {"time/fit_s": fit_s, "time/predict_s": predict_s, "model/params": counts["params"], "model/recurrent_params": counts["recurrent_params"]}
     if epochs.epoch_s:
         metrics |= epochs.timing(len(data.datasets["train"])) | {"train/best_epoch": int(np.argmin(epochs.val_loss)), "val/best_loss": min(epochs.val_loss)}
     latency = evaluate.latency_ms(module.net, test)
