@@ -16,7 +16,8 @@ with pandas' pyarrow engine, then, in this order:
 Every problem with the input raises InputError naming the file, the line or column, and the
 setting (under `data.`) that fixes it. The DataReport says what was found and changed.
 Values travel as one float64 block per file and one (columns x steps) array after resampling,
-so a large file costs little more than reading it.
+so a large file costs little more than reading it: numbers are read arrow-backed and copied once,
+into the block, and a file with every step present once is never copied again.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from glob import glob
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pandas.api.types import is_bool_dtype, is_datetime64_any_dtype, is_numeric_dtype
 from pandas.tseries.api import guess_datetime_format
 from pandas.tseries.frequencies import to_offset
@@ -168,16 +170,16 @@ def load_frame(spec: CsvSpec) -> tuple[pd.DataFrame, DataReport]:
     codes = ([str(code) for code, n in zip(spec.na_values, numbers) if n is None], [n for n in numbers if n is not None])
     bad: dict[str, list] = {}  # column -> [count, file, row, value] of values that are not numbers
     coded: Counter = Counter()  # column -> values replaced by a numeric missing-value code
-    parts, sources = [], []
+    parts, sources, blocks = [], [], []  # blocks: value arrays filled here that a part wraps as they are
     for path in report.files:
-        part, kept = _read_file(path, spec, codes, bad, coded, report)
+        part, kept = _read_file(path, spec, codes, bad, coded, report, blocks)
         parts.append(part)
         sources.append((path, len(part), kept))
     data = _concat(parts, report.files, spec)
     columns = _resolve_columns(_count_values(data, spec), bad, spec, report)
     report.missing_codes = sum(coded[name] for name in columns)
     frame = _merge_duplicates(data, columns, sources, spec, report)
-    index, values = _resample(frame, offset or _infer_step(frame.index, spec), spec, report)
+    index, values = _resample(frame, offset or _infer_step(frame.index, spec), spec, report, blocks)
     _mask_stuck(values, spec, report)
     index, values = _fill_gaps(index, values, columns, spec, report)
     report.freq = index.freqstr if index.freqstr[0].isdigit() else f"1{index.freqstr}"
@@ -233,8 +235,13 @@ def _number(code) -> float | None:
     return None if np.isnan(value) else value
 
 
-def _read_file(path: str, spec: CsvSpec, codes: tuple[list, list], bad: dict, coded: Counter, report: DataReport):
-    """One file -> (frame of float64 values indexed by timestamp, raw rows kept or None for all)."""
+def _read_file(path: str, spec: CsvSpec, codes: tuple[list, list], bad: dict, coded: Counter, report: DataReport,
+               blocks: list):
+    """One file -> (frame of float64 values indexed by timestamp, raw rows kept or None for all).
+
+    A wide frame that keeps every row wraps the (columns x rows) block filled here; that block is
+    appended to `blocks`, so that later stages may write into it instead of copying it.
+    """
     columns, encoding = _read_header(path, spec)
     stamp_columns = _timestamp_columns(columns, path, spec)
     names = [name for name in columns if name not in stamp_columns]
@@ -270,6 +277,7 @@ def _read_file(path: str, spec: CsvSpec, codes: tuple[list, list], bad: dict, co
         frame = pd.DataFrame(block.T, index=stamps, columns=names, copy=False)
     unusable = stamps.isna() | (raw[spec.sensor_column].isna().to_numpy() if spec.layout == "long" else False)
     if not unusable.any():
+        blocks += [block] if spec.layout == "wide" else []
         return frame, None
     readings = raw.loc[unusable, names].notna().any(axis=1).to_numpy()
     if readings.any():
@@ -312,10 +320,10 @@ def _timestamp_columns(columns: list[str], path: str, spec: CsvSpec) -> list[str
 
 
 def _read_csv(path: str, spec: CsvSpec, text_codes: list[str], dtype: dict, encoding: str) -> pd.DataFrame:
-    options = dict(sep=spec.sep, decimal=spec.decimal, na_values=text_codes, dtype=dtype or None, encoding=encoding)
+    options = {"sep": spec.sep, "decimal": spec.decimal, "na_values": text_codes, "dtype": dtype or None, "encoding": encoding}
     try:
         try:
-            return pd.read_csv(path, engine="pyarrow", **options)
+            return _plain_but_numbers(pd.read_csv(path, engine="pyarrow", dtype_backend="pyarrow", **options))
         except ValueError:  # rows or options the pyarrow engine rejects; the C engine names the line
             return pd.read_csv(path, engine="c", **options)
     except UnicodeDecodeError:
@@ -323,6 +331,22 @@ def _read_csv(path: str, spec: CsvSpec, text_codes: list[str], dtype: dict, enco
     except pd.errors.ParserError as error:
         raise InputError(f"'{path}' is not a regular CSV table: {str(error).split('C error: ')[-1].strip()}.\n"
                          f"Every row needs one field per column; check data.sep={spec.sep!r}.") from None
+
+
+def _plain_but_numbers(raw: pd.DataFrame) -> pd.DataFrame:
+    """Arrow-backed columns as pandas' default reader gives them, except integers and floats.
+
+    Those stay in arrow until _numbers copies them, once, into the value block; pandas' own
+    conversion would copy every number once more (benchmarks/ingest.py measures the difference).
+    """
+    for position, dtype in enumerate(raw.dtypes):
+        if not isinstance(dtype, pd.ArrowDtype) or dtype.kind in "iuf":
+            continue
+        if pa.types.is_null(dtype.pyarrow_dtype):  # an empty column: all NaN, as pandas' default reader has it
+            raw.isetitem(position, np.full(len(raw), np.nan))
+        else:
+            raw.isetitem(position, raw.iloc[:, position].array.__arrow_array__().to_pandas().array)
+    return raw
 
 
 def _parse_timestamps(raw: pd.DataFrame, names: list[str], path: str, spec: CsvSpec) -> pd.DatetimeIndex:
@@ -376,7 +400,8 @@ def _to_datetime(column: pd.Series, path: str, spec: CsvSpec) -> pd.DatetimeInde
 def _numbers(column: pd.Series, spec: CsvSpec) -> tuple[np.ndarray, np.ndarray]:
     """float64 values of a column as read, and where a present value is not a number."""
     if is_numeric_dtype(column) or is_bool_dtype(column):
-        return column.to_numpy(dtype="float64"), np.zeros(len(column), bool)
+        arrow = {"na_value": np.nan} if isinstance(column.dtype, pd.ArrowDtype) else {}  # nulls -> NaN
+        return column.to_numpy(dtype="float64", **arrow), np.zeros(len(column), bool)
     if is_datetime64_any_dtype(column):
         return np.full(len(column), np.nan), column.notna().to_numpy()
     text = column.astype("str").str.strip()
@@ -417,7 +442,8 @@ def _count_values(data: pd.DataFrame, spec: CsvSpec) -> pd.Series:
     """Numbers present per column in file order (per sensor in the long layout, sorted by id)."""
     if spec.layout == "long":
         return data.groupby("sensor")["value"].count()
-    return data.count()
+    values = data.to_numpy(dtype="float64")  # [rows, columns]: a view when one block holds them
+    return pd.Series([len(data) - np.count_nonzero(np.isnan(column)) for column in values.T], index=data.columns, dtype="int64")
 
 
 def _resolve_columns(counts: pd.Series, bad: dict, spec: CsvSpec, report: DataReport) -> list[str]:
@@ -502,17 +528,26 @@ def _infer_step(index: pd.DatetimeIndex, spec: CsvSpec) -> pd.DateOffset:
     if len(index) < 2:
         raise InputError(f"'{spec.path}' has a single timestamp ({index[0]}), too few to infer the step.\n"
                          "Add readings, or set data.freq, e.g. '30min'.")
-    step = pd.Timedelta(int(pd.Series(np.diff(index.asi8)).value_counts().index[0]), unit="ns")
+    steps = np.diff(index.asi8)
+    common = steps[0] if (steps == steps[0]).all() else pd.Series(steps).value_counts().index[0]
+    step = pd.Timedelta(int(common), unit="ns")
     days = step / pd.Timedelta(days=1)
     return to_offset(f"{int(days)}D") if days == int(days) else to_offset(step)
 
 
-def _resample(frame: pd.DataFrame, offset: pd.DateOffset, spec: CsvSpec, report: DataReport):
-    """(index, values as columns x steps): readings in a step combined by spec.aggregation, empty steps NaN."""
+def _resample(frame: pd.DataFrame, offset: pd.DateOffset, spec: CsvSpec, report: DataReport, blocks: list):
+    """(index, values as columns x steps): readings in a step combined by spec.aggregation, empty steps NaN.
+
+    When every step is there once, the values are the frame's own: the block in `blocks` that it
+    wraps, if any, else a copy.
+    """
     origin = "start" if spec.freq is None else "start_day"  # an inferred grid runs through the first reading
     if isinstance(offset, pd.offsets.Tick):  # fast path when every reading lies on the grid: nothing to combine
         start = frame.iloc[:1].resample(offset, origin=origin).size().index[0]
-        since = frame.index.as_unit("ns").asi8 - start.value
+        stamps = frame.index.as_unit("ns").asi8
+        if stamps[0] == start.value and (np.diff(stamps) == offset.nanos).all():  # every step there once: nothing to move
+            return pd.date_range(start, periods=len(frame), freq=offset, unit="ns"), _writable(frame, blocks)
+        since = stamps - start.value
         if not (since % offset.nanos).any():
             steps = since // offset.nanos
             values = np.full((frame.shape[1], steps[-1] + 1), np.nan)
@@ -523,6 +558,20 @@ def _resample(frame: pd.DataFrame, offset: pd.DateOffset, spec: CsvSpec, report:
     regular = resampler.sum(min_count=1) if spec.aggregation == "sum" else resampler.agg(spec.aggregation)
     report.steps_inserted = int((resampler.size() == 0).sum())
     return regular.index, np.array(regular.to_numpy(dtype="float64").T, order="C")
+
+
+def _writable(frame: pd.DataFrame, blocks: list) -> np.ndarray:
+    """The frame's values as a (columns x rows) float64 array that later stages may write into.
+
+    pandas shows them read-only; when they are a block filled by _read_file (one wide file, no
+    row dropped, merged or reordered), that block is returned, else a copy. Nothing outside
+    load_frame holds either.
+    """
+    values = frame.to_numpy(dtype="float64").T
+    for block in blocks:
+        if values.shape == block.shape and values.strides == block.strides and values.ctypes.data == block.ctypes.data:
+            return block
+    return values if values.flags.writeable and values.flags.c_contiguous else np.array(values, order="C")
 
 
 def _mask_stuck(values: np.ndarray, spec: CsvSpec, report: DataReport) -> None:
@@ -572,8 +621,12 @@ def _fill_gaps(index: pd.DatetimeIndex, values: np.ndarray, columns: list[str], 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start and length of every run of True in a boolean array."""
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
-    return edges[::2], edges[1::2] - edges[::2]
+    at = np.flatnonzero(mask)  # one pass; the rest is as small as the number of True values
+    if not at.size:
+        return at, at
+    first = np.concatenate(([0], np.flatnonzero(np.diff(at) > 1) + 1))  # positions in `at` where a run begins
+    last = np.append(first[1:] - 1, at.size - 1)
+    return at[first], at[last] - at[first] + 1
 
 
 def _positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
