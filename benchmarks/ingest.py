@@ -12,11 +12,13 @@ per size and seed and reused from `--dir`. Two readers are timed on it:
 
 Every measurement runs in its own fresh process (same imports for both), so its peak RSS
 (ru_maxrss) is its own; the readers alternate within each repeat and the file is in the page
-cache (it was just written or read). Reported: median seconds, rows/s, median peak RSS, the peak
-above the process's RSS after imports per million rows (flat across sizes = memory linear in
-rows) and ours / pandas. Target (issue 6): ours <= 1.2 x pandas' time.
+cache (it was just written or read). Reported: median and best seconds, CPU seconds (user +
+system, all threads: steadier than wall time on a shared machine), rows/s, median peak RSS, the
+peak above the process's RSS after imports per million rows (flat across sizes = memory linear
+in rows) and ours / pandas. Target (issue 6): ours <= 1.2 x pandas' time.
 
-    python -m benchmarks ingest                              # 1M, 3M and 10M rows, 3 repeats (~5 min, 2 cores)
+    python -m benchmarks ingest                              # 1M, 3M and 10M rows, 3 repeats (~2 min on 2 cores,
+                                                             # plus ~20 s to generate the files the first time)
     python -m benchmarks ingest --rows 1000000 --repeats 5
     python -m benchmarks ingest --dir /data/bench --profile  # also cProfile our reader on the largest file
 """
