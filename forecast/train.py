@@ -40,6 +40,8 @@ from forecast.serving import ForecastPyfunc, save_bundle
 from forecast.serving import load as load_served
 
 OmegaConf.register_new_resolver("sample_csv", sample.default_path, replace=True)
+OmegaConf.register_new_resolver(                     # trainer=gpu: bf16 where the GPU has it, else float16
+    "mixed_precision", lambda: "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed", replace=True)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "Tip:" not in r.getMessage())
 warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # torch 2.13 vs lightning 2.6
