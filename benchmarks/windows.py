@@ -151,7 +151,7 @@ def table(m: dict, s: dict, lookback: int, horizon: int, batches: int, load: flo
         row("setup: retained increase", s["setup_retained_mb"]),
         row("iteration: peak increase over the RSS after setup", s["iterate_peak_increase_mb"]),
         row("- training loader (shuffled)", s["train_loader_peak_increase_mb"]),
-        row("- its shuffling sampler alone (a permutation of the training windows as a Python list)", s["sampler_peak_increase_mb"]),
+        row("- its shuffling sampler alone (a permutation of the training windows)", s["sampler_peak_increase_mb"]),
         row("- validation loader", s["val_loader_peak_increase_mb"]),
         row("- test loader", s["test_loader_peak_increase_mb"]),
         row("setup + iteration: peak increase over the RSS after loading", s["peak_increase_mb"]),

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from forecast.errors import InputError
 from forecast.frame import CsvSpec, load_frame
-from forecast.windows import SPLITS, Scaler, WindowDataset, as_batch, split_rows, window_origins
+from forecast.windows import SPLITS, Scaler, ShuffledOrder, WindowDataset, as_batch, split_rows, window_origins
 
 
 class SensorDataModule(L.LightningDataModule):
@@ -82,7 +82,7 @@ class SensorDataModule(L.LightningDataModule):
         self.spans = split_rows(len(values), val_fraction, test_fraction, borders)
         train_end = self.spans["train"][1]
         self.scaler = Scaler.fit(values[:train_end])
-        series = torch.as_tensor(self.scaler.transform(values), dtype=torch.float32)  # [T, C]
+        series = torch.from_numpy(self.scaler.transform(values, np.float32))  # [T, C], the one copy windows view
         valid = ~np.isnan(values).any(axis=1)
         self.datasets = {}
         for split in SPLITS:
@@ -124,8 +124,9 @@ class SensorDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
         return DataLoader(
-            self.datasets[split], batch_size=self.batch_size if split == "train" else max(self.batch_size, 512),
-            shuffle=shuffle, collate_fn=as_batch, num_workers=self.num_workers,
+            dataset, batch_size=self.batch_size if split == "train" else max(self.batch_size, 512),
+            sampler=ShuffledOrder(dataset) if shuffle else None, collate_fn=as_batch, num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
         )

@@ -261,8 +261,9 @@ def _read_file(path: str, spec: CsvSpec, codes: tuple[list, list], bad: dict, co
     for values, name in zip(block, names):
         numbers, failed = _numbers(raw[name], spec)
         values[:] = numbers
-        hits = np.isin(values, codes[1])
-        values[hits] = np.nan
+        hits = np.isin(values, codes[1]) if codes[1] else np.zeros(len(values), bool)
+        if hits.any():                                      # a full masked pass only where a code is present
+            values[hits] = np.nan
         if spec.layout == "long" and (hits.any() or failed.any()):
             sensors = raw[spec.sensor_column].to_numpy()
             coded.update(pd.Series(sensors[hits]).value_counts().to_dict())

@@ -65,3 +65,17 @@ def test_bad_splits_are_input_errors():
         split_rows(100, 0.1, 0.2, borders=[50, 70, 120])
     with pytest.raises(InputError, match="val_fraction"):
         split_rows(100, 0.6, 0.5, borders=None)
+
+
+def test_shuffled_order_is_random_samplers_order_from_a_tensor():
+    """Same indices in the same order as RandomSampler under the same seed, without listing them all at once."""
+    from torch.utils.data import RandomSampler
+
+    from forecast.windows import ShuffledOrder
+
+    data = range(200_003)
+    torch.manual_seed(7)
+    expected = list(RandomSampler(data))
+    torch.manual_seed(7)
+    assert list(ShuffledOrder(data)) == expected
+    assert sorted(expected) == list(data)
