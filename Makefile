@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: train test env clean
+.PHONY: train test env bench-env clean
 
 train: $(STAMP)
 	$(PY) -m forecast.train model=gru
@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+# The benchmarks' peers (Darts, NeuralForecast: the `bench` extra) in their own environment, torch
+# held at the same pinned version: make bench-env && .venv-bench/bin/python -m benchmarks peers
+bench-env:
+	test -x .venv-bench/bin/python || python3 -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	echo "torch==$(TORCH_VERSION)" > .venv-bench/constraints.txt
+	.venv-bench/bin/python -m pip install --quiet -c .venv-bench/constraints.txt -e ".[bench]"
 
 clean:
 	rm -rf $(VENV) outputs multirun mlruns mlflow.db
