@@ -62,20 +62,31 @@ def matmul_rate(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
-def step_seconds(net: Forecaster, lookback: int, horizon: int, repeats: int) -> float:
-    """Median wall time of one AdamW training step (forward, backward, update) on a random batch."""
+def step_seconds(nets: dict[str, Forecaster], lookback: int, horizon: int, repeats: int) -> dict[str, float]:
+    """Median wall time of one AdamW training step (forward, backward, update) of each net.
+
+    The nets' steps alternate (one of each per round), so that a machine whose speed drifts
+    during the run slows them alike and their ratio stays fair.
+    """
     x, y = torch.randn(BATCH, lookback, CHANNELS), torch.randn(BATCH, horizon, CHANNELS)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    net.train()
-    times = []
-    for i in range(repeats + 3):                                       # 3 warm-up steps
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.l1_loss(net(x), y).backward()
-        opt.step()
-        if i >= 3:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    steps = {}
+    for name, net in nets.items():
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        net.train()
+
+        def step(net=net, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.l1_loss(net(x), y).backward()
+            opt.step()
+        steps[name] = step
+    times = {name: [] for name in nets}
+    for i in range(repeats + 3):                                       # 3 warm-up rounds
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if i >= 3:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,26 +95,35 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     rate = matmul_rate()
-    rows = []
+    measured = {}
     for name, (lookback, horizon, settings) in SIZES.items():
-        for cell in ("gru", "lstm"):
-            net = Forecaster(CHANNELS, list(range(CHANNELS)), lookback, horizon, cell=cell, **settings)
+        nets = {cell: Forecaster(CHANNELS, list(range(CHANNELS)), lookback, horizon, cell=cell, **settings) for cell in ("gru", "lstm")}
+        measured[name] = nets, step_seconds(nets, lookback, horizon, args.repeats)
+    rate = max(rate, matmul_rate())                                    # the better of before and after: the hardware's
+    rows = []
+    for name, (lookback, horizon, _) in SIZES.items():
+        nets, seconds = measured[name]
+        for cell, net in nets.items():
             flops = 3 * forward_flops(net, BATCH)
-            measured = step_seconds(net, lookback, horizon, args.repeats)
             rows.append({"size": name, "cell": cell, "lookback": lookback, "horizon": horizon, "batch": BATCH,
                          "hidden_size": net.rnn.hidden_size, "num_layers": net.rnn.num_layers, "gflop": flops / 1e9,
-                         "step_ms": 1000 * measured, "floor_ms": 1000 * flops / rate, "ratio": measured * rate / flops})
+                         "step_ms": 1000 * seconds[cell], "floor_ms": 1000 * flops / rate, "ratio": seconds[cell] * rate / flops})
     for row in rows:
         lstm = next(r for r in rows if r["size"] == row["size"] and r["cell"] == "lstm")
         row["vs_lstm"] = row["step_ms"] / lstm["step_ms"]
     lines = [
-        f"One training step (batch {BATCH} x {CHANNELS} channels, AdamW) against its floor: matrix-product FLOPs "
-        f"at this machine's measured rate of {rate / 1e9:.0f} GFLOP/s ({machine()}); median of {args.repeats} steps.",
+        (f"One training step (batch {BATCH} x {CHANNELS} channels, AdamW) against its floor: matrix-product FLOPs "
+         f"at this machine's measured rate of {rate / 1e9:.0f} GFLOP/s ({machine()}); median of {args.repeats} steps, "
+         "GRU and LSTM steps alternating."),
         "",
         "| size | cell | GFLOP / step | floor ms | step ms | step / floor | step / LSTM step |",
         "|---|---|---:|---:|---:|---:|---:|",
         *(f"| {r['size']} | {r['cell']} | {r['gflop']:.2f} | {r['floor_ms']:.1f} | {r['step_ms']:.1f} | {r['ratio']:.2f} | {r['vs_lstm']:.2f} |" for r in rows),
     ]
+    protocol = (f"one AdamW step (L1 loss, forward + backward + update) on random batches of {BATCH} windows x {CHANNELS} "
+                f"channels, median of {args.repeats} after 3 warm-up steps; floor = 3 x the forward's matrix-product FLOPs "
+                "at the median rate of a 2048 x 2048 float32 product (the better of before and after the steps)")
     for row in rows:
-        row |= {"machine": machine(), "command": "python -m benchmarks step", "gflop_per_s": rate / 1e9}
+        row |= {"machine": machine(), "command": "python -m benchmarks step" + "".join(f" {a}" for a in (argv or [])),
+                "protocol": protocol, "gflop_per_s": rate / 1e9}
     write("step", rows, "\n".join(lines))
