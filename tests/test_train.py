@@ -11,6 +11,7 @@ METRICS = {
     "train/loss", "val/loss", "test/mae", "test/rmse", "test/mse_scaled", "test/mae_scaled",
     "time/fit_s", "time/epoch_s", "throughput/train_windows_per_s", "model/params", "model/recurrent_params",
     "baseline/mae", "baseline/rmse", "baseline/mse_scaled", "baseline/mae_scaled",
+    "time/predict_s", "inference/ms_per_window_b1", "inference/ms_per_window_b256", "memory/peak_rss_mb",
 }
 
 
