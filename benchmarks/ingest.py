@@ -30,13 +30,14 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.process import run_child, status_mb
 
 COLUMNS = ("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")
 # per column: level, daily amplitude, slow-drift amplitude, noise (ETTm1-like magnitudes)
@@ -74,11 +75,6 @@ def dataset(rows: int, seed: int, folder: Path) -> Path:
     return path
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
-
-
 def child(reader: str, path: str) -> None:
     """Runs in a fresh process: one read, printed as JSON (seconds, rows, RSS after imports, peak RSS)."""
     import resource
@@ -86,7 +82,7 @@ def child(reader: str, path: str) -> None:
     import pandas as pd
 
     from forecast.frame import CsvSpec, load_frame
-    base, cpu = rss_mb(), time.process_time()
+    base, cpu = status_mb("VmRSS"), time.process_time()
     start = time.perf_counter()
     rows = len(load_frame(CsvSpec(path=path))[0]) if reader == "ours" else len(pd.read_csv(path, engine="pyarrow"))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -95,11 +91,7 @@ def child(reader: str, path: str) -> None:
 
 
 def measure(reader: str, path: Path) -> dict:
-    command = [sys.executable, "-m", "benchmarks.ingest", "--child", reader, str(path)]
-    done = subprocess.run(command, check=False, capture_output=True, text=True, cwd=Path(__file__).parents[1])
-    if done.returncode:
-        sys.exit(f"{reader} failed on {path}:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child("benchmarks.ingest", [reader, str(path)], f"{reader} on {path}")
 
 
 def profile(path: Path, top: int = 25) -> None:

@@ -128,13 +128,15 @@ def run_all(args, tools: list[str], cells: list[str], budgets: list[str], comman
 
 
 def load(path: Path):
-    """ETTh1 rows [0, 14400): the 7 channels standardised by the training rows (population std, as
-    sklearn's StandardScaler), float32 [14400, 7], and their hourly timestamps."""
+    """ETTh1 rows [0, 14400): the 7 channels standardised by the training rows (forecast's own
+    Scaler: population std, as sklearn's StandardScaler), float32 [14400, 7], and their hourly timestamps."""
     import pandas as pd
 
+    from forecast.windows import Scaler
+
     frame = pd.read_csv(path, index_col="date", parse_dates=True).iloc[: BORDERS[2]]
-    values, train = frame.to_numpy(np.float64), frame.iloc[: BORDERS[0]].to_numpy(np.float64)
-    return ((values - train.mean(axis=0)) / train.std(axis=0)).astype(np.float32), pd.DatetimeIndex(frame.index, freq="h")
+    values = frame.to_numpy(np.float64)
+    return Scaler.fit(values[: BORDERS[0]]).transform(values, np.float32), pd.DatetimeIndex(frame.index, freq="h")
 
 
 def test_truth(scaled: np.ndarray) -> np.ndarray:

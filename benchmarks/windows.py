@@ -31,19 +31,14 @@ import ctypes
 import gc
 import json
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.process import run_child, status_mb
+
 MB = 2**20
-
-
-def status(key: str) -> float:
-    """A memory line of /proc/self/status (VmRSS, VmHWM) in MiB."""
-    with open("/proc/self/status") as lines:
-        return next(int(line.split()[1]) for line in lines if line.startswith(key + ":")) / 1024
 
 
 def reset_peak() -> None:
@@ -67,14 +62,14 @@ def child(path: str, lookback: int, horizon: int, batches: int) -> None:
 
     from forecast import datamodule
 
-    marks = {"imports_mb": status("VmRSS")}
+    marks = {"imports_mb": status_mb("VmRSS")}
     load_frame = datamodule.load_frame
 
     def marked_load(spec):
         out = load_frame(spec)
-        marks["load_peak_mb"], marks["after_load_mb"] = status("VmHWM"), status("VmRSS")
+        marks["load_peak_mb"], marks["after_load_mb"] = status_mb("VmHWM"), status_mb("VmRSS")
         release_freed()
-        marks["after_load_trimmed_mb"] = status("VmRSS")
+        marks["after_load_trimmed_mb"] = status_mb("VmRSS")
         reset_peak()
         return out
 
@@ -83,30 +78,26 @@ def child(path: str, lookback: int, horizon: int, batches: int) -> None:
     start = time.perf_counter()
     dm = datamodule.SensorDataModule(path, name="bench", lookback=lookback, horizon=horizon, batch_size=256)
     marks["build_s"] = time.perf_counter() - start
-    marks["setup_peak_mb"], marks["after_setup_mb"] = status("VmHWM"), status("VmRSS")
+    marks["setup_peak_mb"], marks["after_setup_mb"] = status_mb("VmHWM"), status_mb("VmRSS")
     reset_peak()
     next(iter(dm.train_dataloader().batch_sampler))  # the shuffling sampler alone: one batch of indices
-    marks["sampler_peak_mb"] = status("VmHWM")
+    marks["sampler_peak_mb"] = status_mb("VmHWM")
     start, seen, peaks = time.perf_counter(), 0, {}
     for name, loader in (("train", dm.train_dataloader()), ("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
         release_freed()
         reset_peak()
         for x, _ in itertools.islice(loader, batches):
             seen += len(x)
-        peaks[name] = status("VmHWM")
+        peaks[name] = status_mb("VmHWM")
     marks["iterate_s"], marks["windows_iterated"], marks["loader_peak_mb"] = time.perf_counter() - start, seen, peaks
-    marks["iterate_peak_mb"], marks["after_iterate_mb"] = max(peaks.values()), status("VmRSS")
+    marks["iterate_peak_mb"], marks["after_iterate_mb"] = max(peaks.values()), status_mb("VmRSS")
     marks |= {"rows": len(dm.frame), "channels": dm.n_inputs, "windows": sum(dm.windows.values()), "split_windows": dm.windows,
               "series_dtype": str(dm.datasets["train"].series.dtype)}
     print(json.dumps(marks))
 
 
 def measure(path: Path, lookback: int, horizon: int, batches: int) -> dict:
-    command = [sys.executable, "-m", "benchmarks.windows", "--child", str(path), str(lookback), str(horizon), str(batches)]
-    done = subprocess.run(command, check=False, capture_output=True, text=True, cwd=Path(__file__).parents[1])
-    if done.returncode:
-        sys.exit(f"the data module failed on {path}:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child("benchmarks.windows", [str(path), str(lookback), str(horizon), str(batches)], f"the data module on {path}")
 
 
 def summary(m: dict, lookback: int, horizon: int) -> dict:

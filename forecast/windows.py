@@ -87,14 +87,14 @@ class WindowDataset(Dataset):
         self.series = series                                      # [T, C], shared by all splits
         self.windows = series.unfold(0, lookback + horizon, 1)    # [T-L-H+1, C, L+H], a view
         self.origins = origins                                    # [N] forecast origin rows
-        self.first_row = torch.from_numpy(origins)                # shares origins' memory; minus L when indexing
+        self.origin_rows = torch.from_numpy(origins)              # the same memory as origins, for tensor indexing
         self.lookback, self.targets = lookback, torch.as_tensor(target_index)
 
     def __len__(self) -> int:
-        return len(self.first_row)
+        return len(self.origins)
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        w = self.windows[self.first_row[indices] - self.lookback]  # [B, C, L+H]
+        w = self.windows[self.origin_rows[indices] - self.lookback]  # [B, C, L+H]: windows start L before their origin
         x = w[:, :, : self.lookback].transpose(1, 2)              # [B, L, C]
         y = w[:, self.targets, self.lookback :].transpose(1, 2)   # [B, H, T]
         return x.contiguous(), y.contiguous()
