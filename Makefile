@@ -7,13 +7,25 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: train test env bench-env clean
+.PHONY: train test test-fast lint format env bench-env clean
 
 train: $(STAMP)
 	$(PY) -m forecast.train model=gru
 
 test: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest
+
+# the in-process tier: every stage and config group on tiny data, under a minute
+test-fast: $(STAMP)
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -m "not e2e" -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 env: $(STAMP)
 

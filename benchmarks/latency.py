@@ -3,13 +3,13 @@
 Protocol. Without --model-uri, a small model is trained on the embedded sample data
 (`python -m forecast.train model=<cell> trainer.max_epochs=1 tracking.register=latency-<cell>`, in
 a temporary folder with its own SQLite store) and the alias `bench` is pointed at it. The model is
-loaded as serving loads it (`forecast.serving.load("models:/latency-<cell>@bench")`, the MLflow
+loaded as serving loads it (`forecast.pyfunc.load("models:/latency-<cell>@bench")`, the MLflow
 pyfunc) and timed on raw readings drawn around the model's own scaler (values do not change the
 work done), in this process on the CPU:
 
 - served: `model.predict(frame)`, the pyfunc as MLflow serves it: L rows of raw readings with
   ISO timestamps in, H rows out (checks, scaling, forecast, timestamps);
-- windows: `forecast_windows(raw)`, the pyfunc's batched core ([N, L, C] raw -> [N, H, T] in data
+- windows: `Forecaster.forecast(raw)`, the pyfunc's batched core ([N, L, C] raw -> [N, H, T] in data
   units), for 1 and 256 windows;
 - network: the bare forward of the same scaled float32 batch under torch.no_grad, for contrast.
 
@@ -58,14 +58,14 @@ def train(cell: str, folder: Path) -> str:
     return f"models:/{name}@{ALIAS}"
 
 
-def inputs(inner, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
+def inputs(forecaster, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
     """One window as the served model receives it (a frame) and BATCH raw windows [BATCH, L, C]."""
-    rows = inner.lookback + BATCH - 1
-    values = inner.mean + inner.std * rng.standard_normal((rows, len(inner.inputs)))   # [rows, C] raw readings
-    frame = pd.DataFrame(values[-inner.lookback :], columns=inner.inputs)
-    stamps = pd.date_range("2025-01-06", periods=rows, freq=inner.freq)[-inner.lookback :]
+    rows = forecaster.lookback + BATCH - 1
+    values = forecaster.scaler.mean + forecaster.scaler.std * rng.standard_normal((rows, len(forecaster.inputs)))   # [rows, C] raw readings
+    frame = pd.DataFrame(values[-forecaster.lookback :], columns=forecaster.inputs)
+    stamps = pd.date_range("2025-01-06", periods=rows, freq=forecaster.freq)[-forecaster.lookback :]
     frame.insert(0, "timestamp", stamps.astype(str))                                   # as read from a CSV
-    windows = sliding_window_view(values, inner.lookback, axis=0).transpose(0, 2, 1)   # [BATCH, L, C], a view
+    windows = sliding_window_view(values, forecaster.lookback, axis=0).transpose(0, 2, 1)   # [BATCH, L, C], a view
     return frame, np.ascontiguousarray(windows)
 
 
@@ -82,30 +82,30 @@ def median_ms(call, warmup: int, repeats: int) -> float:
 
 def measure(uri: str, warmup: int, repeats: int) -> list[dict]:
     """Rows for one model: served, windows and network paths at 1 and BATCH windows."""
-    from forecast import serving
+    from forecast import pyfunc
 
-    model, inner = serving.load(uri)
-    frame, windows = inputs(inner, np.random.default_rng(0))
-    scaled = torch.as_tensor((windows - inner.mean) / inner.std, dtype=torch.float32)
+    model, forecaster = pyfunc.load(uri)
+    frame, windows = inputs(forecaster, np.random.default_rng(0))
+    scaled = torch.from_numpy(forecaster.scaler.transform(windows, np.float32))
 
     def forward(x):
         with torch.no_grad():
-            return inner.net(x)
+            return forecaster.net(x)
 
     paths = [
         ("served: pyfunc predict(frame of L readings)", 1, lambda: model.predict(frame)),
-        ("windows: forecast_windows(raw)", 1, lambda: inner.forecast_windows(windows[:1])),
-        ("windows: forecast_windows(raw)", BATCH, lambda: inner.forecast_windows(windows)),
+        ("windows: Forecaster.forecast(raw)", 1, lambda: forecaster.forecast(windows[:1])),
+        ("windows: Forecaster.forecast(raw)", BATCH, lambda: forecaster.forecast(windows)),
         ("network: forward(scaled), no_grad", 1, lambda: forward(scaled[:1])),
         ("network: forward(scaled), no_grad", BATCH, lambda: forward(scaled)),
     ]
-    about = {"model_uri": uri, "cell": inner.net.cell, "params": sum(p.numel() for p in inner.net.parameters()),
-             "lookback": inner.lookback, "horizon": inner.horizon, "inputs": len(inner.inputs), "targets": len(inner.targets)}
+    about = {"model_uri": uri, "cell": forecaster.net.cell, "params": sum(p.numel() for p in forecaster.net.parameters()),
+             "lookback": forecaster.lookback, "horizon": forecaster.horizon, "inputs": len(forecaster.inputs), "targets": len(forecaster.targets)}
     rows = []
     for path, n, call in paths:
         ms = median_ms(call, warmup, repeats)
         rows.append({**about, "path": path, "windows": n, "ms_per_call": ms, "ms_per_window": ms / n})
-        print(f"{inner.net.cell} {path} x{n}: {ms:.2f} ms", flush=True)
+        print(f"{forecaster.net.cell} {path} x{n}: {ms:.2f} ms", flush=True)
     return rows
 
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         uris = args.model_uri or [train(cell, Path(tmp)) for cell in args.models]
         rows = [row for uri in uris for row in measure(uri, args.warmup, args.repeats)]
     protocol = (f"in-process on the CPU, {torch.get_num_threads()} torch threads; {args.warmup} warm-up calls, median of "
-                f"{args.repeats}; model loaded with forecast.serving.load; load average {load:.1f} at the start"
+                f"{args.repeats}; model loaded with forecast.pyfunc.load; load average {load:.1f} at the start"
                 + ("" if args.model_uri else "; model trained for 1 epoch on the sample data"))
     for row in rows:
         row |= {"machine": machine(), "command": command, "protocol": protocol}

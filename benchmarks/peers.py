@@ -151,9 +151,12 @@ def repeat(scaled: np.ndarray) -> np.ndarray:
 
 
 def score(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Scaled MSE and MAE by `forecast.scoring.score`, the function that scores our own runs (on values already scaled)."""
+    from forecast import scoring
+
     assert pred.shape == true.shape == (TEST_WINDOWS, H, CHANNELS), (pred.shape, true.shape)
-    diff = pred.astype(np.float64) - true
-    return {"mse": float(np.mean(diff**2)), "mae": float(np.mean(np.abs(diff)))}
+    scores = scoring.score(pred.astype(np.float64), true, np.ones(CHANNELS))
+    return {"mse": scores["mse_scaled"], "mae": scores["mae_scaled"]}
 
 
 # --- our tool: python -m forecast.train, read back from its MLflow run

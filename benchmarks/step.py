@@ -21,7 +21,7 @@ import time
 import torch
 
 from benchmarks.sweep import machine, write
-from forecast.model import Forecaster
+from forecast.recurrent import RecurrentNet
 
 # name -> (lookback, horizon, network settings); batch 256 windows of 7 channels (ETTh1)
 SIZES = {
@@ -32,7 +32,7 @@ SIZES = {
 BATCH, CHANNELS = 256, 7
 
 
-def forward_flops(net: Forecaster, batch: int) -> int:
+def forward_flops(net: RecurrentNet, batch: int) -> int:
     """Multiply-add FLOPs (2 per multiply-add) of the forward pass's matrix products."""
     d, gates = net.rnn.hidden_size, 3 if net.cell == "gru" else 4
     G, w, S, M = gates * d, net.segment_len, net.n_in_segments, net.n_out_segments
@@ -62,7 +62,7 @@ def matmul_rate(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
-def step_seconds(nets: dict[str, Forecaster], lookback: int, horizon: int, repeats: int) -> dict[str, float]:
+def step_seconds(nets: dict[str, RecurrentNet], lookback: int, horizon: int, repeats: int) -> dict[str, float]:
     """Median wall time of one AdamW training step (forward, backward, update) of each net.
 
     The nets' steps alternate (one of each per round), so that a machine whose speed drifts
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     rate = matmul_rate()
     measured = {}
     for name, (lookback, horizon, settings) in SIZES.items():
-        nets = {cell: Forecaster(CHANNELS, list(range(CHANNELS)), lookback, horizon, cell=cell, **settings) for cell in ("gru", "lstm")}
+        nets = {cell: RecurrentNet(CHANNELS, list(range(CHANNELS)), lookback, horizon, cell=cell, **settings) for cell in ("gru", "lstm")}
         measured[name] = nets, step_seconds(nets, lookback, horizon, args.repeats)
     rate = max(rate, matmul_rate())                                    # the better of before and after: the hardware's
     rows = []

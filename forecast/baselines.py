@@ -5,7 +5,7 @@
     linear          one linear map from lookback to horizon per channel: NLinear with norm="last",
                     DLinear with a moving-average decomposition (decompose > 0)
 
-Each maps x [B, L, C] (standardised) to y [B, H, T] like `Forecaster`.
+Each maps x [B, L, C] (standardised) to y [B, H, T] like `RecurrentNet`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from forecast.errors import InputError
-from forecast.model import WindowNorm
+from forecast.norm import WindowNorm
 
 
 class LastValue(nn.Module):
@@ -60,7 +60,7 @@ class SeasonalNaive(nn.Module):
         return x.index_select(1, self.steps).index_select(2, self.t)  # [B, H, T]
 
 
-class LinearForecaster(nn.Module):
+class LinearNet(nn.Module):
     """A linear map from the lookback to the horizon, per channel (NLinear / DLinear).
 
     Args:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from forecast.baselines import LastValue, LinearForecaster, SeasonalNaive
+from forecast.baselines import LastValue, LinearNet, SeasonalNaive
 from forecast.errors import InputError
-from forecast.model import Forecaster
+from forecast.recurrent import RecurrentNet
 
-NETWORKS = {"recurrent": Forecaster, "linear": LinearForecaster, "last_value": LastValue, "seasonal_naive": SeasonalNaive}
+NETWORKS = {"recurrent": RecurrentNet, "linear": LinearNet, "last_value": LastValue, "seasonal_naive": SeasonalNaive}
 
 
 def build_network(network: str, **kwargs) -> nn.Module:
@@ -23,3 +23,11 @@ def build_network(network: str, **kwargs) -> nn.Module:
 def architecture(network: str, net: nn.Module) -> str:
     """The MLflow `architecture` tag: the cell of a recurrent network, else the network's name."""
     return net.cell if network == "recurrent" else network
+
+
+def count_parameters(net: nn.Module) -> dict[str, int]:
+    """Trainable parameters in all of `net` and in its recurrent cell alone."""
+    total = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    rnn = getattr(net, "rnn", None)
+    recurrent = sum(p.numel() for p in rnn.parameters()) if rnn is not None else 0
+    return {"params": total, "recurrent_params": recurrent}

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from forecast.errors import InputError
+
 START = "2025-01-06 00:00:00"
 STEPS_PER_DAY = 48
 SENSORS = ["outdoor_temp_c", "indoor_temp_c", "humidity_pct", "co2_ppm", "power_kw"]
@@ -123,15 +125,11 @@ def write(frame: pd.DataFrame, out: Path) -> None:
 
 
 def default_path() -> str:
-    """The sample the default run trains on: the repository's `data/sensors.csv` in a source
-    checkout, else the same file generated once into `~/.cache/forecast/` (an installed wheel)."""
+    """The sample the default run trains on: `data/sensors.csv` of this checkout (install with `pip install -e .`)."""
     shipped = Path(__file__).resolve().parents[1] / "data" / "sensors.csv"
-    if shipped.is_file():
-        return str(shipped)
-    cached = Path.home() / ".cache" / "forecast" / "sensors.csv"
-    if not cached.is_file():
-        write(generate(), cached)
-    return str(cached)
+    if not shipped.is_file():
+        raise InputError(f"the sample data {shipped} is missing; regenerate it with python -m forecast.sample --out {shipped}")
+    return str(shipped)
 
 
 def main(argv: list[str] | None = None) -> None:

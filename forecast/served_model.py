@@ -2,6 +2,6 @@
 
 import mlflow
 
-from forecast.serving import ForecastPyfunc
+from forecast.pyfunc import ForecastPyfunc
 
 mlflow.models.set_model(ForecastPyfunc())

@@ -8,7 +8,9 @@ in the working directory with artifacts under `./mlruns`. Only the rank-zero pro
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import socket
 import statistics
 import time
 import urllib.error
@@ -18,6 +20,7 @@ from pathlib import Path
 import mlflow
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
@@ -124,3 +127,38 @@ class EpochLog(Callback):
             "time/epoch_s": statistics.median(self.epoch_s),
             "throughput/train_windows_per_s": train_windows / statistics.median(self.train_s),
         }
+
+
+def mark_dead_runs(client: MlflowClient, experiment_id: str, stale_after_s: float = math.inf) -> None:
+    """Set KILLED the runs still RUNNING whose process is gone.
+
+    A process of this host is looked up by the run's `process` tag (host:pid). One of another host
+    (a killed Kubernetes pod) cannot be, so a retrain or challenger run RUNNING for longer than
+    `stale_after_s` counts as gone too.
+    """
+    host, now = socket.gethostname(), time.time()
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
+        process = run.data.tags.get("process", "")
+        where, _, pid = process.rpartition(":")
+        if where == host and pid.isdigit() and not alive(int(pid)):
+            why = "its process is gone"
+        elif run.data.tags.get("kind") in ("retrain", "challenger") and now - run.info.start_time / 1000 > stale_after_s:
+            why = f"running for more than stale_after_s={stale_after_s:.0f}"
+        else:
+            continue
+        client.set_terminated(run.info.run_id, "KILLED")
+        print(f"marked run {run.info.run_id} ({run.info.run_name}, process {process}) KILLED: {why}")
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and has not exited (a zombie has exited; its parent just has not reaped it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

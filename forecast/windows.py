@@ -59,7 +59,7 @@ class Scaler:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, values: np.ndarray) -> "Scaler":
+    def fit(cls, values: np.ndarray) -> Scaler:
         mean = np.nanmean(values, axis=0)
         std = np.nanstd(values, axis=0)
         return cls(mean=mean, std=np.where(std > 0, std, 1.0))  # a constant column keeps its offset only
@@ -77,18 +77,18 @@ class Scaler:
 
 
 class WindowDataset(Dataset):
-    """Windows over one [T, C] tensor, built on demand from their origins; nothing is copied up front.
+    """Windows over one [R, C] tensor (R rows, C channels), built on demand from their origins; nothing is copied up front.
 
-    `series.unfold` gives a [T-L-H+1, C, L+H] view of every possible window; a batch indexes it,
+    `series.unfold` gives a [R-L-H+1, C, L+H] view of every possible window; a batch indexes it,
     so only the batch being served is ever materialised.
     """
 
     def __init__(self, series: torch.Tensor, origins: np.ndarray, lookback: int, horizon: int, target_index: list[int]):
-        self.series = series                                      # [T, C], shared by all splits
-        self.windows = series.unfold(0, lookback + horizon, 1)    # [T-L-H+1, C, L+H], a view
+        self.series = series                                      # [R, C], shared by all splits
+        self.windows = series.unfold(0, lookback + horizon, 1)    # [R-L-H+1, C, L+H], a view
         self.origins = origins                                    # [N] forecast origin rows
         self.origin_rows = torch.from_numpy(origins)              # the same memory as origins, for tensor indexing
-        self.lookback, self.targets = lookback, torch.as_tensor(target_index)
+        self.lookback, self.target_index = lookback, torch.as_tensor(target_index)
 
     def __len__(self) -> int:
         return len(self.origins)
@@ -96,7 +96,7 @@ class WindowDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.windows[self.origin_rows[indices] - self.lookback]  # [B, C, L+H]: windows start L before their origin
         x = w[:, :, : self.lookback].transpose(1, 2)              # [B, L, C]
-        y = w[:, self.targets, self.lookback :].transpose(1, 2)   # [B, H, T]
+        y = w[:, self.target_index, self.lookback :].transpose(1, 2)   # [B, H, T]
         return x.contiguous(), y.contiguous()
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,9 +2,10 @@
 and no run left behind marked RUNNING."""
 
 import pytest
+from conftest import TINY, run_cli
 from mlflow import MlflowClient
 
-from conftest import TINY, run_cli
+pytestmark = pytest.mark.e2e     # runs the commands as subprocesses, as a user does
 
 HEADER = "timestamp,a,b\n"
 

@@ -3,13 +3,12 @@
 import re
 
 import pytest
+from conftest import REPO, TINY, run_cli
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-from conftest import REPO, TINY, run_cli
-from forecast import compare
+from forecast import comparison, config
 from forecast.errors import InputError
-from forecast.train import build
 
 # 2 conditions (lookback 48, lookback 24) x gru, lstm x one seed, one epoch on every 2nd training window
 SMALL = [*TINY[:-1], "trainer.max_epochs=1", "data.train_stride=2", "seeds=1", "lookbacks=[24]"]
@@ -34,6 +33,7 @@ def compared(tmp_path_factory):
     return folder, done, client, parent, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
 
 
+@pytest.mark.e2e
 def test_one_parent_and_a_child_per_condition_architecture_and_seed(compared):
     folder, done, client, parent, children = compared
     assert parent.info.status == "FINISHED" and parent.data.tags["dataset"] == "sample"
@@ -46,6 +46,7 @@ def test_one_parent_and_a_child_per_condition_architecture_and_seed(compared):
     assert len(store(folder)[1]) == 5                                               # nothing else was recorded
 
 
+@pytest.mark.e2e
 def test_the_report_has_every_section_a_verdict_and_the_plots(compared):
     folder, done, client, parent, _ = compared
     report = folder / "reports" / parent.info.run_id
@@ -67,6 +68,7 @@ def test_the_report_has_every_section_a_verdict_and_the_plots(compared):
     assert "verdict/lstm_vs_gru/dm_p_value" in client.get_run(parent.info.run_id).data.metrics
 
 
+@pytest.mark.e2e
 def test_the_report_command_rebuilds_the_same_report_from_mlflow(compared):
     folder, _, _, parent, _ = compared
     done = run_cli("forecast.report", parent.info.run_id, "--out", "rebuilt", cwd=folder)
@@ -75,6 +77,7 @@ def test_the_report_command_rebuilds_the_same_report_from_mlflow(compared):
     assert all((folder / "rebuilt" / plot).is_file() for plot in PLOTS)
 
 
+@pytest.mark.e2e
 def test_a_failed_child_fails_the_comparison(tmp_path):
     done = run_cli("forecast.compare", *TINY, "seeds=1", "trainer.precision=bogus", cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -84,6 +87,7 @@ def test_a_failed_child_fails_the_comparison(tmp_path):
     assert [r.info.status for r in runs if r.data.tags.get("kind") == "comparison"] == ["FAILED"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args, message", [
     (["model=lstm"], "models=[...]"),
     (["models=[gru,transformer]"], "no model config 'transformer'"),
@@ -96,6 +100,7 @@ def test_bad_input_is_two_lines_and_no_run(tmp_path, args, message):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.e2e
 def test_the_report_of_a_run_that_is_not_a_comparison_is_refused(compared):
     folder, _, _, _, children = compared
     done = run_cli("forecast.report", children[0].info.run_id, cwd=folder)
@@ -105,10 +110,10 @@ def test_the_report_of_a_run_that_is_not_a_comparison_is_refused(compared):
 
 def test_budget_params_matches_parameter_counts_within_2_percent():
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        data = build(compose("compare").data)
+        data = config.build(compose("compare").data)
         for passed in ([], ["model.hidden_size=48"]):
-            sizes = compare.hidden_sizes("params", ["gru", "lstm"], passed, data.model_args())
-            counts = {m: compare.count(compare.model_config(m, passed), sizes[m], data.model_args()) for m in sizes}
+            sizes = comparison.hidden_sizes("params", ["gru", "lstm"], passed, data.model_args())
+            counts = {m: comparison.count(comparison.model_config(m, passed), sizes[m], data.model_args()) for m in sizes}
             assert sizes["gru"] == (48 if passed else 128) and sizes["lstm"] < sizes["gru"]
             assert abs(counts["lstm"] - counts["gru"]) / counts["gru"] <= 0.02, (sizes, counts)
 
@@ -116,11 +121,11 @@ def test_budget_params_matches_parameter_counts_within_2_percent():
 def test_small_data_keeps_the_most_recent_training_windows_and_nothing_else_changes():
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         node = compose("compare", overrides=["data.lookback=48", "data.horizon=24"]).data
-        full, small = build(node), build(node, train_fraction=0.1)
+        full, small = config.build(node), config.build(node, train_fraction=0.1)
     train, kept = full.datasets["train"].origins, small.datasets["train"].origins
     assert len(kept) == round(0.1 * len(train)) and (kept == train[-len(kept):]).all()
     for split in ("val", "test"):
         assert (small.datasets[split].origins == full.datasets[split].origins).all()
     assert (small.scaler.mean == full.scaler.mean).all()
     with pytest.raises(InputError, match="train_fraction"):
-        build(node, train_fraction=0)
+        config.build(node, train_fraction=0)

@@ -6,12 +6,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli
 from mlflow import MlflowClient
 
-from conftest import run_cli
-from forecast import serving
+from forecast import pyfunc
 from forecast.errors import InputError
 from forecast.frame import CsvSpec, load_frame
+
+pytestmark = pytest.mark.e2e     # runs the commands as subprocesses, as a user does
 
 DATA = ["data=csv", "data.path=drops", "data.na_values=[-9999]"]      # the drop the champion was trained on
 TARGETS = ["outdoor_temp_c", "indoor_temp_c", "humidity_pct", "co2_ppm", "power_kw"]
@@ -70,7 +72,7 @@ CASES = {   # data that does not fit the model -> what the message names (the co
 def test_the_model_names_what_does_not_fit(champion, case):
     folder, _ = champion
     mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
-    _, model = serving.load("models:/forecast@champion")
+    _, model = pyfunc.load("models:/forecast@champion")
     frame, report = load_frame(CsvSpec(path=str(folder / "drops"), na_values=[-9999]))
     change, expected = CASES[case]
     with pytest.raises(InputError, match=re.escape(expected)):

@@ -14,10 +14,10 @@ import sys
 import time
 
 import pytest
+from conftest import RETRAIN, run_cli, sample_drop
 from mlflow import MlflowClient
 
-from conftest import RETRAIN, run_cli, sample_drop
-from forecast.retrain import decide
+pytestmark = pytest.mark.e2e     # runs the commands as subprocesses, as a user does
 
 
 def store(folder):
@@ -86,17 +86,6 @@ def test_second_retrain_on_grown_data_keeps_the_champion_inside_the_margin(champ
     first = runs(folder, "tags.kind = 'retrain' and tags.champion_before = 'none'")[0]
     assert last.data.tags["data_sha256"] != first.data.tags["data_sha256"]       # a new snapshot
     assert "holdout: 697 windows" in done.stdout                                 # the last 20% of 3,600 rows
-
-
-@pytest.mark.parametrize("champion_score, best, margin, promoted", [
-    (1.0, 0.97, 0.02, "lstm"),     # 3% better than the champion: past a 2% margin
-    (1.0, 0.99, 0.02, None),       # 1% better: not enough
-    (1.0, 1.20, 0.0, None),        # worse
-])
-def test_decide_moves_the_alias_only_past_the_margin(champion_score, best, margin, promoted):
-    winner, reason = decide({"champion": champion_score, "gru": 1.5, "lstm": best}, margin)
-    assert winner == promoted and "margin" in reason
-    assert decide({"gru": 2.0, "lstm": 1.0}, 0.5)[0] == "lstm"                 # no champion: the best, directly
 
 
 def test_bad_new_data_changes_nothing(champion):
@@ -177,7 +166,7 @@ def test_the_lock_admits_one_retrain_and_a_kill_9_leaves_nothing_stuck(champion)
 
 
 def test_runs_of_another_host_are_marked_killed_only_when_stale(champion):
-    from forecast.retrain import mark_dead_runs
+    from forecast.tracking import mark_dead_runs
     folder, _ = champion
     client, experiment = store(folder)
     ours = client.create_run(experiment, tags={"kind": "retrain", "process": "pod-7f9c:1"}).info.run_id       # a killed pod's

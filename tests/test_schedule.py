@@ -2,9 +2,11 @@
 
 import sqlite3
 
+import pytest
+from conftest import run_cli
 from mlflow import MlflowClient
 
-from conftest import run_cli
+pytestmark = pytest.mark.e2e     # runs the commands as subprocesses, as a user does
 
 RETRAIN_ONLY_SCORES = 'retrain_args=["data=csv","data.path=drops","data.na_values=[-9999]","data.lookback=48","data.horizon=24","challengers=[]"]'
 

@@ -14,6 +14,8 @@ import mlflow
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.e2e     # runs the commands as subprocesses, as a user does
+
 
 def free_port() -> int:
     with socket.socket() as s:

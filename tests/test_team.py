@@ -4,9 +4,10 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import TINY, run_cli
 from test_serve import free_port, start, stop, wait_until_up
+
+pytestmark = pytest.mark.e2e     # runs the commands as subprocesses, as a user does
 
 
 @pytest.mark.slow      # three processes start (the server, a training, a forecast): about a minute on two idle cores

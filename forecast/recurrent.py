@@ -18,13 +18,13 @@ import torch
 from torch import nn
 
 from forecast.errors import InputError
+from forecast.norm import WindowNorm
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
-NORMS = ("none", "last", "revin")
 DECODERS = ("direct", "parallel")
 
 
-class Forecaster(nn.Module):
+class RecurrentNet(nn.Module):
     """Encode a lookback window with a recurrent cell and emit all horizon steps at once.
 
     Args:
@@ -163,56 +163,6 @@ class Forecaster(nn.Module):
                 x = torch.sigmoid(o) * torch.tanh(c_l)                                 # [B, K, M, d]
         y = self.head(self.dropout(x))                                                 # [B, K, M, w*c_out]
         return y.reshape(B * K, M * self.segment_len, -1)                              # [N, M*w, c_out]
-
-
-
-class WindowNorm(nn.Module):
-    """Per-window normalisation, shared by every network so that comparisons stay fair.
-
-    Args:
-        norm: "none"; "last" (subtract the window's last value, add it back to the forecast); or
-            "revin" (subtract the window mean, divide by its std, then a learned affine map per
-            channel; inverted on the forecast).
-        n_inputs: channels of the input window.
-        target_index: positions of the targets among the inputs, in output order.
-    """
-
-    def __init__(self, norm: str, n_inputs: int, target_index: list[int]):
-        super().__init__()
-        _check_choice("model.norm", norm, NORMS)
-        self.norm = norm
-        self.register_buffer("t", torch.as_tensor(list(target_index), dtype=torch.long), persistent=False)
-        if norm == "revin":
-            self.weight = nn.Parameter(torch.ones(n_inputs))
-            self.bias = nn.Parameter(torch.zeros(n_inputs))
-
-    def forward(self, x: torch.Tensor):
-        if self.norm == "last":
-            last = x[:, -1:, :].detach()                          # [B, 1, C]
-            return x - last, (last,)
-        if self.norm == "revin":
-            mean = x.mean(dim=1, keepdim=True).detach()           # [B, 1, C]
-            std = (x.var(dim=1, keepdim=True, unbiased=False) + 1e-5).sqrt().detach()
-            return (x - mean) / std * self.weight + self.bias, (mean, std)
-        return x, ()
-
-    def inverse(self, y: torch.Tensor, stats) -> torch.Tensor:
-        t = self.t                                                # y: [B, H, T]
-        if self.norm == "last":
-            return y + stats[0][..., t]
-        if self.norm == "revin":
-            mean, std = stats
-            y = (y - self.bias[t]) / (self.weight[t] + 1e-10)
-            return y * std[..., t] + mean[..., t]
-        return y
-
-
-def count_parameters(net: nn.Module) -> dict[str, int]:
-    """Trainable parameters in all of `net` and in its recurrent cell alone."""
-    total = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    rnn = getattr(net, "rnn", None)
-    recurrent = sum(p.numel() for p in rnn.parameters()) if rnn is not None else 0
-    return {"params": total, "recurrent_params": recurrent}
 
 
 def _check_choice(name: str, value: str, valid) -> None:

@@ -1,7 +1,7 @@
-"""The LightningModule: the forecaster, its loss, its optimiser and its learning-rate schedule.
+"""The LightningModule: a network, its loss, its optimiser and its learning-rate schedule.
 
-The scaler fitted on the training span is kept as buffers, so a checkpoint alone turns raw
-readings into forecasts in the data's units.
+It sees standardised windows only; the scaler travels with the trained network in the saved
+`Forecaster` (forecast/forecaster.py), not here.
 """
 
 from __future__ import annotations
@@ -18,22 +18,20 @@ SCHEDULES = ("none", "cosine", "plateau")
 
 
 class ForecastModule(L.LightningModule):
-    """Train a `Forecaster` on standardised windows.
+    """Train a network (`forecast.networks`) on standardised windows.
 
     Args:
         lookback: L, input steps per window (from the data).
         horizon: H, steps forecast at once (from the data).
         n_inputs: input channels (from the data).
         target_index: positions of the targets among the inputs (from the data).
-        mean: per-input-channel mean of the training span (the scaler), in data units.
-        std: per-input-channel standard deviation of the training span (the scaler).
         lr: peak learning rate of AdamW.
         weight_decay: AdamW weight decay.
         schedule: learning-rate schedule: "none", "cosine" (annealed to zero over max_epochs) or
             "plateau" (halved when val/loss stalls for two epochs).
         loss: training loss on standardised values: "mse", "mae" or "huber". Validation always
             reports MSE, the benchmark metric.
-        network: which network: "recurrent" (`forecast.model.Forecaster`), or a baseline:
+        network: which network: "recurrent" (`forecast.recurrent.RecurrentNet`), or a baseline:
             "linear", "last_value", "seasonal_naive" (`forecast.baselines`).
         **net: the network's hyper-parameters (cell, hidden_size, ...), see its class.
     """
@@ -44,8 +42,6 @@ class ForecastModule(L.LightningModule):
         horizon: int,
         n_inputs: int,
         target_index: list[int],
-        mean: list[float],
-        std: list[float],
         lr: float = 3e-3,
         weight_decay: float = 0.0,
         schedule: str = "cosine",
@@ -65,8 +61,6 @@ class ForecastModule(L.LightningModule):
         self.net = build_network(network, n_inputs=n_inputs, target_index=target_index, lookback=lookback, horizon=horizon, **net)
         self.architecture = architecture(network, self.net)
         self.loss = LOSSES[loss]()
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float64))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)                                        # [B, L, C] -> [B, H, T]

@@ -1,0 +1,119 @@
+"""A trained forecaster: its network, the scaler of its training span and its columns, in one object.
+
+Every forecast goes through `Forecaster.forecast` (raw readings in, forecasts in data units out):
+the test evaluation of a training, `predict`, retrain's holdout, the served model and the
+benchmarks. Saved as one torch file (the bundle) that a CPU loads with nothing else at hand.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from pandas.tseries.frequencies import to_offset
+
+from forecast.errors import InputError
+from forecast.networks import build_network
+from forecast.windows import Scaler
+
+
+@dataclass
+class Forecaster:
+    """A network with what it needs to forecast from raw readings.
+
+    net: maps standardised windows [B, L, C] to standardised forecasts [B, H, T].
+    scaler: per-input-column mean and std of the training span.
+    inputs: the network's input columns, in order; targets: the forecast columns, each one of them.
+    freq: the step of the series it was trained on ("30min").
+    net_args: the arguments that rebuild `net` (`forecast.networks.build_network`).
+    """
+
+    net: torch.nn.Module
+    scaler: Scaler
+    inputs: list[str]
+    targets: list[str]
+    freq: str
+    net_args: dict
+
+    @property
+    def lookback(self) -> int:
+        return self.net.lookback
+
+    @property
+    def horizon(self) -> int:
+        return self.net.horizon
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network lives (a parameter-free baseline: where its buffers live)."""
+        return next(itertools.chain(self.net.parameters(), self.net.buffers())).device
+
+    @property
+    def target_index(self) -> list[int]:
+        """Position of each target among the inputs."""
+        return [self.inputs.index(name) for name in self.targets]
+
+    @torch.no_grad()
+    def forecast(self, raw: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Raw input windows [N, L, C] (columns in `inputs` order) -> forecasts [N, H, T] in data units.
+
+        Runs on the device the network lives on, `batch_size` windows at a time.
+        """
+        self.net.eval()
+        device, out = self.device, []
+        for start in range(0, len(raw), batch_size):
+            x = torch.from_numpy(self.scaler.transform(raw[start : start + batch_size], np.float32))   # [b, L, C]
+            out.append(self.net(x.to(device)).float().cpu().numpy())                                   # [b, H, T]
+        standardised = np.concatenate(out).astype(np.float64) if out else np.empty((0, self.horizon, len(self.targets)))
+        return self.scaler.inverse(standardised, self.target_index)
+
+    def windows(self, frame: pd.DataFrame, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Input windows [N, L, C] (rows [t-L, t)) and actual values [N, H, T] (rows [t, t+H)) from each origin t.
+
+        Views of the frame's values, not copies; an origin too close to the end has no actual values,
+        so backtests pass origins with t + H <= rows.
+        """
+        values = frame[self.inputs].to_numpy(dtype=np.float64)                                   # [R, C]
+        inputs = sliding_window_view(values, self.lookback, axis=0)[origins - self.lookback]      # [N, C, L]
+        actual = sliding_window_view(values[:, self.target_index], self.horizon, axis=0)[origins]  # [N, T, H]
+        return inputs.transpose(0, 2, 1), actual.transpose(0, 2, 1)
+
+    def check(self, frame: pd.DataFrame, freq: str, source: str) -> None:
+        """Raise InputError unless `frame` (a regular series at `freq`) has this model's columns and frequency."""
+        missing = [c for c in self.inputs if c not in frame.columns]
+        if missing:
+            raise InputError(f"{source} lacks column(s) {', '.join(missing)} that the model reads; it has {', '.join(frame.columns)}.\n"
+                             f"The model needs {', '.join(self.inputs)}: point data.path at that kind of data or use another model.")
+        if to_offset(freq) != to_offset(self.freq):
+            raise InputError(f"{source} has a reading every {freq} but the model was trained on one every {self.freq}.\n"
+                             f"Resample it with data.freq={self.freq}, or use a model trained at {freq}.")
+        if len(frame) < self.lookback:
+            raise InputError(f"{source} has {len(frame)} rows every {freq}; the model needs at least the last {self.lookback} readings")
+
+    def save(self, path: Path) -> Path:
+        """Write the bundle: the network's arguments and weights, the scaler, the columns and the step."""
+        torch.save(
+            {
+                "net_args": self.net_args,
+                "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+                "mean": [float(v) for v in self.scaler.mean], "std": [float(v) for v in self.scaler.std],
+                "inputs": list(self.inputs), "targets": list(self.targets), "freq": self.freq,
+            },
+            path,
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Forecaster:
+        """The bundle written by `save`, on the CPU; read without unpickling code (weights_only)."""
+        b = torch.load(path, map_location="cpu", weights_only=True)
+        net = build_network(**b["net_args"])
+        net.load_state_dict(b["state_dict"])
+        net.eval()
+        scaler = Scaler(mean=np.asarray(b["mean"]), std=np.asarray(b["std"]))
+        return cls(net, scaler, list(b["inputs"]), list(b["targets"]), b["freq"], dict(b["net_args"]))

@@ -1,0 +1,172 @@
+"""One training, top to bottom: read the data, build the model, fit, test, and record it all in MLflow.
+
+`python -m forecast.train` (forecast/train.py) calls `train` with the composed config; the tests
+call it in-process. Nothing half-trained is recorded as a success.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from mlflow.models import infer_signature
+from omegaconf import DictConfig, OmegaConf
+
+import forecast
+from forecast import config, evaluate, tracking
+from forecast.errors import InputError
+from forecast.forecaster import Forecaster
+from forecast.networks import count_parameters
+from forecast.plot import plot_test_forecasts
+from forecast.pyfunc import ForecastPyfunc
+from forecast.pyfunc import load as load_model
+
+
+def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
+    """One training; returns the best validation loss (what a sweep minimises).
+
+    output_dir: this training's own folder (checkpoints); command: the command line, as a run tag.
+    """
+    if int(cfg.trainer.max_epochs) < 1:
+        raise InputError(f"trainer.max_epochs={cfg.trainer.max_epochs}: train for at least one epoch")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = config.build(cfg.data)
+    say(*data.report.lines(), f"windows: {data.windows}")
+    experiment_id = tracking.connect(cfg.tracking.experiment) if tracking.is_rank_zero() else None
+    module = config.build(cfg.model, **data.model_args())
+    if cfg.get("init_from"):                # warm start: +init_from=<model URI> (python -m forecast.retrain warm_start=true)
+        warm_start(module.net, cfg.init_from)
+
+    best = ModelCheckpoint(dirpath=Path(output_dir) / "checkpoints", filename="best", monitor="val/loss", mode="min")
+    epochs = tracking.EpochLog()
+    callbacks = [EarlyStopping("val/loss", patience=cfg.patience), best, epochs]
+    trainer = config.build(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(output_dir))
+
+    architecture = module.architecture
+    tags = {
+        "architecture": architecture, "dataset": data.name, "command": command,
+        "process": f"{socket.gethostname()}:{os.getpid()}",   # lets a later run tell a crashed run from a live one
+        **cfg.tracking.tags,
+    }
+    if cfg.tracking.parent:                 # a child of a comparison (python -m forecast.compare)
+        tags["mlflow.parentRunId"] = str(cfg.tracking.parent)
+    trainable = any(p.requires_grad for p in module.parameters())   # baselines may have nothing to fit
+    with tracking.start_run(experiment_id, f"{architecture}-{data.name}", tags) as run:
+        if run is not None:
+            mlflow.log_params(tracking.flatten(cfg))
+        started = time.perf_counter()
+        if trainable:
+            trainer.fit(module, datamodule=data)
+        fit_s = time.perf_counter() - started
+        if run is None:                     # a non-zero DDP rank: rank zero evaluates and records
+            return None
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        if trainable:
+            module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+        module.to(trainer.strategy.root_device)
+        metrics = record(cfg, run, data, module, epochs, fit_s)
+    fitted = f"fit {fit_s:.1f} s, {metrics['time/epoch_s']:.2f} s/epoch, {len(epochs.epoch_s)} epochs" if epochs.epoch_s else "nothing to fit"
+    print(
+        f"{architecture} on {data.name}: {metrics['model/params']:,.0f} params "
+        f"({metrics['model/recurrent_params']:,.0f} recurrent) | {fitted} | "
+        f"test MAE {metrics['test/mae']:.4g} RMSE {metrics['test/rmse']:.4g} "
+        f"MSE(scaled) {metrics['test/mse_scaled']:.4f} vs last value {metrics['baseline/mse_scaled']:.4f} | "
+        f"run {run.info.run_id}"
+    )
+    print(f"open the UI: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
+    return float(best.best_model_score) if best.best_model_score is not None else None
+
+
+def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float]:
+    """Test the restored best model and log metrics, report, plot and the servable model."""
+    forecaster = Forecaster(module.net, data.scaler, data.inputs, data.targets, data.report.freq,
+                            {**module.net_kwargs, **data.model_args()})
+    started = time.perf_counter()
+    test = evaluate.forecast_test(forecaster, data.frame, data.datasets["test"].origins)
+    predict_s = time.perf_counter() - started            # every test window, as the peers benchmark times it
+    metrics = evaluate.test_metrics(test)
+    counts = count_parameters(module.net)
+    metrics |= {"time/fit_s": fit_s, "time/predict_s": predict_s, "model/params": counts["params"], "model/recurrent_params": counts["recurrent_params"]}
+    if epochs.epoch_s:
+        metrics |= epochs.timing(len(data.datasets["train"])) | {"train/best_epoch": int(np.argmin(epochs.val_loss)), "val/best_loss": min(epochs.val_loss)}
+    inputs, _ = forecaster.windows(data.frame, test.origins[-256:])
+    metrics |= {f"inference/ms_per_window_b{b}": ms for b, ms in evaluate.latency_ms(forecaster, inputs).items()}
+    metrics["memory/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # this process so far
+    if torch.cuda.is_available() and forecaster.device.type == "cuda":
+        metrics["memory/cuda_peak_mb"] = torch.cuda.max_memory_allocated(forecaster.device) / 2**20
+    mlflow.log_metrics(metrics)
+    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    mlflow.log_dict({**data.report.to_dict(), "windows": data.windows}, "data_report.json")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        actual = data.frame[data.targets].to_numpy()
+        title = f"{module.architecture} on {data.name}: test forecasts (every {data.horizon}-step window)"
+        mlflow.log_artifact(plot_test_forecasts(data.frame.index, actual, test.origins, test.pred, data.targets, title, tmp / "forecast_test.png"), "plots")
+        log_evaluation(tmp, data, test)
+
+        forecaster.net.cpu()
+        bundle = forecaster.save(tmp / "model.pt")
+        last = int(test.origins[-1])
+        example = data.frame.iloc[last - data.lookback : last][data.inputs].reset_index()
+        example["timestamp"] = example["timestamp"].astype(str)   # as read from a CSV or sent as JSON
+        served = ForecastPyfunc()
+        served.forecaster = forecaster
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(Path(forecast.__file__).parent / "served_model.py"), artifacts={"bundle": str(bundle)},
+            code_paths=[str(Path(forecast.__file__).parent)], input_example=example,
+            signature=infer_signature(example, served.predict(None, example)),
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "pandas", "numpy"],
+            registered_model_name=cfg.tracking.register or None,
+        )
+    if cfg.tracking.register:
+        mlflow.set_tag("registered_model", f"{cfg.tracking.register}/{info.registered_model_version}")
+        print(f"registered {cfg.tracking.register} version {info.registered_model_version}")
+    return metrics
+
+
+def log_evaluation(tmp: Path, data, test: evaluate.TestForecasts) -> None:
+    """Per-step and per-window test errors and one example window, as `evaluation/` artifacts.
+
+    A comparison report is rebuilt from these alone: errors by horizon step, the per-window losses
+    its paired test compares, and the last test window's forecast against the actual values.
+    """
+    by_step, by_window = evaluate.breakdown(test)
+    steps = pd.DataFrame({"step": np.arange(1, data.horizon + 1), **by_step})
+    windows = pd.DataFrame(by_window)
+    windows.insert(1, "timestamp", data.frame.index[windows["origin"]])
+    last = int(test.origins[-1])
+    example = data.frame.iloc[last - data.lookback : last + data.horizon][data.targets].reset_index()
+    for k, name in enumerate(data.targets):
+        example[f"{name}:forecast"] = np.concatenate([np.full(data.lookback, np.nan), test.pred[-1, :, k]])
+    for frame, name in ((steps, "test_by_step.parquet"), (windows, "test_by_window.parquet"), (example, "example_window.parquet")):
+        frame.to_parquet(tmp / name, index=False)
+        mlflow.log_artifact(str(tmp / name), "evaluation")
+
+
+def warm_start(net: torch.nn.Module, model_uri: str) -> None:
+    """Start from a logged forecast model's weights when its network has the same shapes; else from scratch."""
+    mlflow.set_tracking_uri(tracking.tracking_uri())       # every rank loads it, not only the one that records
+    source, target = load_model(model_uri)[1].net.state_dict(), net.state_dict()
+    if source.keys() != target.keys() or any(source[k].shape != target[k].shape for k in source):
+        print(f"init_from {model_uri}: its network differs from this one; training from scratch")
+        return
+    net.load_state_dict(source)
+    print(f"init_from {model_uri}: starting from its weights")
+
+
+def say(*lines: str) -> None:
+    if tracking.is_rank_zero():
+        for line in lines:
+            print(line)
