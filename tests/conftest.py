@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from forecast import config
 
@@ -62,3 +63,19 @@ def champion(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     done = run_cli("forecast.retrain", *RETRAIN, cwd=folder)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return folder, done
+
+
+def store_runs(folder: Path, where: str = "", experiment: str = "forecast") -> tuple[MlflowClient, list]:
+    """The embedded store of `folder` (mlflow.db) and the runs of `experiment` matching `where` (none: no experiment yet)."""
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    found = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([found.experiment_id], where) if found else []
+
+
+def no_running_runs(folder: Path) -> bool:
+    """No run of any experiment of the store in `folder` is left RUNNING (true when there is no store)."""
+    if not (Path(folder) / "mlflow.db").exists():
+        return True
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    return all(r.info.status != "RUNNING" for e in client.search_experiments() for r in client.search_runs([e.experiment_id]))
+

@@ -2,8 +2,7 @@
 and no run left behind marked RUNNING."""
 
 import pytest
-from conftest import TINY, run_cli
-from mlflow import MlflowClient
+from conftest import TINY, no_running_runs, run_cli
 
 pytestmark = pytest.mark.e2e     # runs the commands as subprocesses, as a user does
 
@@ -37,7 +36,7 @@ def test_bad_data_gives_a_short_message(name, tmp_path):
     args = ["data=csv", *path, "data.lookback=24", "data.horizon=12", *overrides]
     done = run_cli("forecast.train", *args, cwd=tmp_path)
     assert_clean_failure(done, expected)
-    assert not (tmp_path / "mlflow.db").exists() or no_running_runs(tmp_path)
+    assert no_running_runs(tmp_path)
 
 
 def test_unknown_model_lists_the_valid_ones(tmp_path):
@@ -64,8 +63,3 @@ def assert_clean_failure(done, expected):
     message = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(message) == 1 and len(message[0]) < 400, done.stderr[-2000:]
     assert re.search(expected, message[0]), message[0]
-
-
-def no_running_runs(folder):
-    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
-    return all(r.info.status != "RUNNING" for e in client.search_experiments() for r in client.search_runs([e.experiment_id]))

@@ -3,9 +3,8 @@
 import re
 
 import pytest
-from conftest import REPO, TINY, run_cli
+from conftest import REPO, TINY, run_cli, store_runs
 from hydra import compose, initialize_config_dir
-from mlflow import MlflowClient
 
 from forecast import comparison, config
 from forecast.errors import InputError
@@ -17,18 +16,12 @@ SECTIONS = ["## Verdict", "## Textbook claims against this measurement", "## Mea
 PLOTS = ["error_vs_fit_time.png", "val_loss_by_epoch.png", "error_by_step.png", "example_forecast.png"]
 
 
-def store(folder):
-    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
-    experiment = client.get_experiment_by_name("forecast")
-    return client, client.search_runs([experiment.experiment_id]) if experiment else []
-
-
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     folder = tmp_path_factory.mktemp("compare")
     done = run_cli("forecast.compare", *SMALL, cwd=folder, timeout=900)   # about a minute on two idle cores
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    client, runs = store(folder)
+    client, runs = store_runs(folder)
     parent = next(r for r in runs if r.data.tags.get("kind") == "comparison")
     return folder, done, client, parent, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
 
@@ -43,7 +36,7 @@ def test_one_parent_and_a_child_per_condition_architecture_and_seed(compared):
         assert run.info.status == "FINISHED"
         assert run.data.params["data.lookback"] == {"base": "48", "lookback-24": "24"}[run.data.tags["condition"]]
         assert run.data.params["model.hidden_size"] == "32" and run.data.params["data.horizon"] == "24"
-    assert len(store(folder)[1]) == 5                                               # nothing else was recorded
+    assert len(store_runs(folder)[1]) == 5                                               # nothing else was recorded
 
 
 @pytest.mark.e2e
@@ -83,7 +76,7 @@ def test_a_failed_child_fails_the_comparison(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "error: bad setting in lightning.Trainer" in done.stderr
     assert "failed with exit status 2" in done.stderr and "marked FAILED" in done.stderr
-    _, runs = store(tmp_path)
+    _, runs = store_runs(tmp_path)
     assert [r.info.status for r in runs if r.data.tags.get("kind") == "comparison"] == ["FAILED"]
 
 

@@ -3,8 +3,7 @@
 import mlflow
 import pandas as pd
 import pytest
-from conftest import TINY, run_cli
-from mlflow import MlflowClient
+from conftest import TINY, run_cli, store_runs
 
 pytestmark = pytest.mark.e2e     # runs the commands as subprocesses, as a user does
 
@@ -14,12 +13,6 @@ METRICS = {
     "baseline/mae", "baseline/rmse", "baseline/mse_scaled", "baseline/mae_scaled",
     "time/predict_s", "inference/ms_per_window_b1", "inference/ms_per_window_b256", "memory/peak_rss_mb",
 }
-
-
-def runs_in(folder):
-    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
-    experiment = client.get_experiment_by_name("forecast")
-    return client, client.search_runs([experiment.experiment_id]) if experiment else []
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +26,7 @@ def both(tmp_path_factory):
 
 def test_each_architecture_is_one_finished_run_with_every_name(both):
     folder, done = both
-    client, runs = runs_in(folder)
+    client, runs = store_runs(folder)
     assert sorted(r.data.tags["architecture"] for r in runs) == ["gru", "lstm"]
     for run in runs:
         assert run.info.status == "FINISHED"
@@ -53,7 +46,7 @@ def test_each_architecture_is_one_finished_run_with_every_name(both):
 
 def test_the_run_reports_what_ingestion_did(both):
     folder, done = both
-    client, runs = runs_in(folder)
+    client, runs = store_runs(folder)
     report = mlflow.artifacts.load_dict(f"{runs[0].info.artifact_uri}/data_report.json")
     assert report["duplicates"] == 1 and report["values_masked"] > 0 and report["stuck_values"] >= 72
     assert report["windows"]["test"] > 0
@@ -63,7 +56,7 @@ def test_the_run_reports_what_ingestion_did(both):
 def test_logged_model_forecasts_raw_readings_from_its_run_uri(both):
     folder, _ = both
     mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
-    _, runs = runs_in(folder)
+    _, runs = store_runs(folder)
     run = runs[0]
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     example = model.input_example
@@ -80,7 +73,7 @@ def test_ddp_with_two_cpu_processes_is_one_run(tmp_path):
     done = run_cli("forecast.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *TINY[:-1],
                    "trainer.max_epochs=1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    _, runs = runs_in(tmp_path)
+    _, runs = store_runs(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert "test/mse_scaled" in runs[0].data.metrics
 
@@ -89,7 +82,7 @@ def test_a_baseline_runs_through_the_same_pipeline(tmp_path):
     done = run_cli("forecast.train", "model=last_value", "data.lookback=48", "data.horizon=24", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "last_value on sample: 0 params (0 recurrent) | nothing to fit" in done.stdout
-    _, runs = runs_in(tmp_path)
+    _, runs = store_runs(tmp_path)
     metrics = runs[0].data.metrics
     assert runs[0].data.tags["architecture"] == "last_value"
     assert metrics["test/mse_scaled"] == pytest.approx(metrics["baseline/mse_scaled"], rel=1e-6)   # it *is* the baseline (in float32)
