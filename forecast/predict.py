@@ -25,12 +25,13 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 from omegaconf import DictConfig, OmegaConf
 
-from forecast import sample, serving, tracking
+from forecast import datasets, sample, serving, tracking
 from forecast.errors import InputError, reported
 from forecast.frame import CsvSpec, load_frame
 from forecast.windows import split_rows, window_origins
 
 OmegaConf.register_new_resolver("sample_csv", sample.default_path, replace=True)
+OmegaConf.register_new_resolver("dataset_path", datasets.dataset_path, replace=True)   # data=etth1 ...: the fetched file
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")   # an unreachable server fails in seconds, not minutes
 
 

@@ -32,7 +32,7 @@ from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
 
 import forecast
-from forecast import evaluate, sample, tracking
+from forecast import datasets, evaluate, sample, tracking
 from forecast.errors import InputError, reported
 from forecast.model import count_parameters
 from forecast.plot import plot_test_forecasts
@@ -40,6 +40,7 @@ from forecast.serving import ForecastPyfunc, save_bundle
 from forecast.serving import load as load_served
 
 OmegaConf.register_new_resolver("sample_csv", sample.default_path, replace=True)
+OmegaConf.register_new_resolver("dataset_path", datasets.dataset_path, replace=True)   # data=etth1 ...: the fetched file
 OmegaConf.register_new_resolver(                     # trainer=gpu: bf16 where the GPU has it, else float16
     "mixed_precision", lambda: "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed", replace=True)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
