@@ -7,9 +7,10 @@ import http.server
 import threading
 
 import pytest
+from conftest import REPO, run_cli
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import run_cli
 from forecast import datasets
 from forecast.errors import InputError
 
@@ -108,10 +109,6 @@ def test_the_cache_folder_defaults_to_the_users_cache(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("preset,name", [("etth1", "ETTh1"), ("etth2", "ETTh2"), ("ettm1", "ETTm1"), ("ettm2", "ETTm2")])
 def test_the_presets_read_the_fetched_file(preset, name, monkeypatch, tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    from conftest import REPO
-
     (tmp_path / f"{name}.csv").write_text("date,a\n")
     monkeypatch.setenv("FORECAST_DATA_DIR", str(tmp_path))
     OmegaConf.register_new_resolver("dataset_path", datasets.dataset_path, replace=True)
