@@ -19,6 +19,7 @@ import pytest
 from conftest import REPO, run_cli
 
 TINY = ["trainer.max_epochs=1", "data.lookback=48", "model.hidden_size=16"]
+# bare, data.sep=';' would reach Hydra as data.sep=; (a grammar error): the README quotes it for the shell
 EUROPEAN = ("python -m forecast.train data=csv data.path=AirQuality.csv data.sep=';' data.decimal=',' data.na_values=[-200] "
             "data.date_column=Date data.time_column=Time data.time_format='%d/%m/%Y %H.%M.%S'")
 
@@ -74,16 +75,10 @@ def test_every_readme_command_is_run_or_listed_with_a_reason():
     assert not stale, f"listed here but no longer in the README: {stale}"
 
 
-def test_the_european_example_reaches_hydra_quoted():
-    assert "data.sep=';'" in EUROPEAN and "data.decimal=','" in EUROPEAN     # bare, the shell would hand Hydra data.sep=;
-
-
 @pytest.mark.e2e
-@pytest.mark.parametrize("command", list(NOT_RUN))
+@pytest.mark.parametrize("command", [c for c, (_, dry_run) in NOT_RUN.items() if dry_run])
 def test_commands_that_cannot_run_in_a_test_still_parse(command, tmp_path):
-    reason, dry_run = NOT_RUN[command]
-    if dry_run is None:
-        return                                      # nothing to check without starting it: the reason above says why
+    _, dry_run = NOT_RUN[command]
     cwd = REPO if dry_run[0] == "make" else tmp_path
     done = subprocess.run(dry_run, cwd=cwd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"{command}: {done.stdout[-1000:]}{done.stderr[-2000:]}"
