@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: train test test-fast lint format env bench-env clean
+.PHONY: train test test-fast lint format env bench-env docs clean
 
 train: $(STAMP)
 	$(PY) -m forecast.train model=gru
@@ -34,6 +34,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+# The documentation site (docs/, mkdocs.yml) built into site/ with warnings as errors; installs the
+# `docs` extra (mkdocs-material) into the environment the first time.
+docs: $(STAMP)
+	$(PY) -c "import material" 2>/dev/null || $(PY) -m pip install --quiet -e ".[docs]"
+	$(PY) -m mkdocs build --strict --site-dir site
 
 # The benchmarks' peers (Darts, NeuralForecast: the `bench` extra) in their own environment, torch
 # held at the same pinned version: make bench-env && .venv-bench/bin/python -m benchmarks peers

@@ -10,7 +10,8 @@ as two Hydra multiruns of `forecast.train` (H = 96 with seeds 0, 1, 2; longer ho
     python -m benchmarks ett --table-only                     # tabulate what MLflow holds
     python -m benchmarks ett -- hydra/launcher=joblib         # extra Hydra overrides (parallel, SLURM...)
 
-The ETT files are read from $FORECAST_DATA_DIR (default ../shared/data).
+The ETT files are read where the presets read them: $FORECAST_DATA_DIR, else the cache of
+`python -m forecast.datasets fetch ETTh1` (and ETTm1); FORECAST_DATA_DIR=../shared/data uses that folder.
 """
 
 from __future__ import annotations

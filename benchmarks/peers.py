@@ -182,7 +182,7 @@ def ours(cell: str, budget: str, data: Path, epochs: int | None, recipe: list[st
         capped = budget == "best" and trained >= int(run.data.params["trainer.max_epochs"])
         return {"epochs": trained, "capped": capped, "fit_s": m["time/fit_s"], "train_windows_per_s": trained * TRAIN_WINDOWS / m["time/fit_s"],
                 "peak_rss_mb": m["memory/peak_rss_mb"], "predict_s": m["time/predict_s"], "mse": m["test/mse_scaled"],
-                "mae": m["test/mae_scaled"], "params": int(m["model/params"]), "process": shlex.join(["python", *command[1:]])}
+                "mae": m["test/mae_scaled"], "params": int(m["model/params"]), "process": shown(command, data)}
 
 
 # --- the peers, each in a child process: python -m benchmarks.peers --one <tool> <cell> <budget>
@@ -197,7 +197,14 @@ def child(tool: str, cell: str, budget: str, data: Path, epochs: int | None) -> 
     if done.returncode != 0 or not found:
         print(done.stdout, end="")
         return None
-    return {**json.loads(found[-1].removeprefix(MARK)), "process": shlex.join(["python", *command[1:]])}
+    return {**json.loads(found[-1].removeprefix(MARK)), "process": shown(command, data)}
+
+
+def shown(command: list[str], data: Path) -> str:
+    """The command as typed from the repository root: the data path relative to it, no temp folder (no path of this machine)."""
+    here, relative = str(data.resolve()), os.path.relpath(data.resolve(), ROOT)
+    args = [a.replace(here, relative) for a in command[1:] if not a.startswith("hydra.run.dir=")]
+    return shlex.join(["python", *args])
 
 
 def peer(tool: str, cell: str, budget: str, data: Path, epochs: int | None) -> dict:

@@ -12,7 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from forecast import sample
+from forecast import datasets, sample
 from forecast.errors import InputError
 
 
@@ -20,6 +20,7 @@ def register_resolvers() -> None:
     """The `${name:}` resolvers the configs in conf/ use (idempotent)."""
     OmegaConf.register_new_resolver("sample_csv", sample.default_path, replace=True)
     OmegaConf.register_new_resolver("mixed_precision", mixed_precision, replace=True)
+    OmegaConf.register_new_resolver("dataset_path", datasets.dataset_path, replace=True)   # data=etth1 ...: the fetched file
 
 
 def mixed_precision() -> str:

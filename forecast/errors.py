@@ -3,6 +3,8 @@
 import contextlib
 import sys
 
+from omegaconf.errors import InterpolationResolutionError
+
 
 class InputError(ValueError):
     """A problem the user can fix: bad data, a bad setting, an unreachable service.
@@ -19,4 +21,9 @@ def reported():
         yield
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except InterpolationResolutionError as e:      # a resolver's InputError (${dataset_path:ETTh1}), wrapped by OmegaConf
+        if not isinstance(e.__context__, InputError):
+            raise
+        print(f"error: {e.__context__}", file=sys.stderr)
         sys.exit(2)
