@@ -45,6 +45,8 @@ NOT_RUN = {
     "make train": ("builds .venv, then trains 20 epochs on the sample (minutes); RUN's forecast.train commands cover the training",
                    ["make", "-n", "train"]),
     "make test": ("runs this suite, this file included", ["make", "-n", "test"]),
+    "make test-fast": ("runs the in-process tier of this suite", ["make", "-n", "test-fast"]),
+    "make lint": ("CI runs it as its own step (.ci/run)", ["make", "-n", "lint"]),
     "make docs": ("installs the docs extra and writes site/ into the checkout; CI runs it as its own step", ["make", "-n", "docs"]),
     "mlflow ui --backend-store-uri sqlite:///mlflow.db": ("a web server that runs until stopped; it has no dry run", None),
     "mlflow models serve -m models:/forecast@champion --env-manager local -h 127.0.0.1 -p 5001":
