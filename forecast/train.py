@@ -32,7 +32,7 @@ from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
 
 import forecast
-from forecast import evaluate, sample, tracking
+from forecast import evaluate, sample, speed, tracking
 from forecast.errors import InputError, reported
 from forecast.model import count_parameters
 from forecast.plot import plot_test_forecasts
@@ -55,6 +55,7 @@ def main(cfg: DictConfig) -> float | None:
 
 def train(cfg: DictConfig) -> float | None:
     """One training; returns the best validation loss (what a sweep minimises)."""
+    speed.use_threads(cfg.threads)          # before any torch work (conf/train.yaml: threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = build(cfg.data)
     say(*data.report.lines(), f"windows: {data.windows}")
@@ -102,7 +103,7 @@ def train(cfg: DictConfig) -> float | None:
         f"MSE(scaled) {metrics['test/mse_scaled']:.4f} vs last value {metrics['baseline/mse_scaled']:.4f} | "
         f"run {run.info.run_id}"
     )
-    print(f"open the UI: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
+    print(tracking.ui_hint(experiment_id))
     return float(best.best_model_score) if best.best_model_score is not None else None
 
 
