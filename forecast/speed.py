@@ -4,8 +4,8 @@ A comparison's epoch times come from trainings that ran minutes apart; on a shar
 load in those minutes differs, and the ratio of two epoch times measures the load as much as the
 networks (23.6 ± 16.5 s against 11.1 ± 6.9 s per epoch, a ratio of 2.1, where the quiet ratio was
 1.03). Here the networks' training steps (forward, backward, AdamW update) run interleaved on the
-same batches, one step of each per round, so a load that comes and goes slows them alike; each
-round gives one ratio, and the verdict reads their median and interquartile range:
+same batch, one step of each per round, so a load that comes and goes slows them alike; each
+round gives one ratio, and the verdict reads their median and interquartile range (IQR):
 
     python -m forecast.speed <comparison run id>     # (re)measure a comparison's networks, log speed.json
 
@@ -16,15 +16,20 @@ another process takes a core (python -m benchmarks contention).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
 
+import mlflow
 import numpy as np
 import torch
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from torch import nn
 
-from forecast.errors import InputError
+from forecast import tracking
+from forecast.errors import InputError, reported
 
 PAIRS = 30     # timed rounds: one step of every network per round
 WARMUP = 3     # untimed rounds first (allocations, first-call dispatch)
@@ -91,7 +96,7 @@ def verdict(a: str, b: str, spread: dict[str, float], label: Callable[[str], str
     """The speed clause of a comparison's verdict, from `ratio_spread` of a against b.
 
     A difference is claimed only when the interquartile range of the per-round ratios excludes 1, that is
-    when the same network was the faster in more than three rounds out of four; a smaller difference is
+    when the same network was the faster in at least three rounds out of four; a smaller difference is
     one the round-to-round noise of this machine could explain.
     """
     r, low, high = spread["ratio"], spread["ratio_q25"], spread["ratio_q75"]
@@ -128,13 +133,15 @@ def measure_comparison(parent_id: str, pairs: int = PAIRS) -> dict:
 
     One child per (condition, architecture) is rebuilt from its logged model: the seeds share their shapes.
     """
-    import mlflow
-    from mlflow import MlflowClient
-
-    from forecast import tracking
-
     client = MlflowClient(tracking.tracking_uri())
-    parent = client.get_run(parent_id)
+    try:
+        parent = client.get_run(parent_id)
+    except MlflowException:
+        raise InputError(f"no run {parent_id} in the tracking store {tracking.tracking_uri()}; "
+                         "check the id or MLFLOW_TRACKING_URI") from None
+    if parent.data.tags.get("kind") != "comparison":
+        raise InputError(f"run {parent_id} is not a comparison (no tag kind=comparison); "
+                         "pass the parent run id that forecast.compare printed")
     finished = f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'"
     found: dict[str, dict[str, object]] = {}
     for run in client.search_runs([parent.info.experiment_id], finished, order_by=["attributes.start_time ASC"]):
@@ -157,13 +164,12 @@ def measure_comparison(parent_id: str, pairs: int = PAIRS) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from forecast.errors import reported
-
     parser = argparse.ArgumentParser(prog="python -m forecast.speed", description=__doc__.splitlines()[0])
     parser.add_argument("run_id", help="the comparison's parent run id (python -m forecast.compare printed it)")
     parser.add_argument("--pairs", type=int, default=PAIRS, help="timed rounds (one step of every network per round)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads while timing (as the training's `threads` setting)")
     args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")    # loading the models: no progress bars
     with reported():
         use_threads(args.threads)
         measure_comparison(args.run_id, args.pairs)

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from forecast import report, tracking
+from forecast import report, speed, tracking
+from forecast.errors import InputError
 
 H = 4
 
@@ -73,3 +74,11 @@ def test_the_comparison_run_carries_its_verdict_as_its_description(store, tmp_pa
     assert verdict.startswith("On sample the LSTM trains 1.25x faster per step than the GRU on this machine (IQR 1.25-1.25), "
                               "and the LSTM is 20.0% more accurate")
     assert store.get_run(pid).data.metrics["verdict/lstm_vs_gru/step_time_ratio"] == pytest.approx(1.25)
+
+
+def test_timing_a_run_that_is_not_a_comparison_is_refused(store):
+    run = store.create_run(tracking.connect("forecast"))
+    with pytest.raises(InputError, match="is not a comparison"):
+        speed.measure_comparison(run.info.run_id)
+    with pytest.raises(InputError, match="no run nosuchrun"):
+        speed.measure_comparison("nosuchrun")
