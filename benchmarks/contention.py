@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
                                        env={**os.environ, **env}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 for name, (env, _) in SETTINGS.items()}
     info = {name: ask(process, "ready") for name, process in children.items()}   # built and warmed up, each in turn
+    print("\n".join(f"[{k}] {name}" for k, name in enumerate(SETTINGS, 1)), flush=True)
     epochs = {name: {"quiet": [], "contended": []} for name in SETTINGS}
     try:
         for i in range(args.rounds):
@@ -63,8 +64,8 @@ def main(argv: list[str] | None = None) -> None:
                 finally:
                     competitor.kill()
                     competitor.wait()
-            print(f"round {i + 1}: " + "; ".join(f"{n.split(' ')[0]} {e['quiet'][-1]['s']:.2f} / {e['contended'][-1]['s']:.2f} s"
-                                                   for n, e in epochs.items()), flush=True)
+            print(f"round {i + 1}, quiet / contended s per epoch: " + "; ".join(
+                f"[{k}] {e['quiet'][-1]['s']:.2f} / {e['contended'][-1]['s']:.2f}" for k, e in enumerate(epochs.values(), 1)), flush=True)
     finally:
         for process in children.values():
             process.kill()
