@@ -24,7 +24,7 @@ import mlflow
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from forecast import config, report, tracking
+from forecast import config, report, speed, tracking
 from forecast.comparison import by_hidden_size, hidden_override, hidden_sizes, machine, pass_on, plan, seed_list
 from forecast.errors import InputError, reported
 
@@ -57,6 +57,7 @@ def compare(cfg: DictConfig) -> int:
         raise InputError(f"models={models}: name two or more different model configs, e.g. models=[gru,lstm]")
     if cfg.budget not in ("hidden", "params"):
         raise InputError(f"budget={cfg.budget!r} is not one of hidden, params")
+    speed.use_threads(cfg.threads)                           # as the trainings will run (and a bad value fails here)
 
     data = config.build(cfg.data)                                   # data errors surface before any run exists
     conditions = plan(cfg, data)
@@ -93,10 +94,11 @@ def compare(cfg: DictConfig) -> int:
             print(f"error: {missing} of the comparison's trainings did not finish (interrupted?); the comparison run {run_id} is marked FAILED",
                   file=sys.stderr)
             return 1
+        speed.measure_comparison(run_id)                  # interleaved training steps: other load cancels out
         folder = report.build(run_id, Path(cfg.report_dir) / run_id)
     print((folder / "verdict.txt").read_text().strip())
     print(f"report: {folder / 'report.md'} (also logged to the parent run {run_id} under report/)")
-    print(f"open the UI: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
+    print(tracking.ui_hint(experiment_id))
     return 0
 
 

@@ -5,15 +5,18 @@
     python -m forecast.report 3f2a... --log        # and (re)attach it to the parent run under report/
 
 Everything comes from the tracking store (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db): the
-parent run's settings, its children's metrics and val/loss histories, and their `evaluation/`
+parent run's settings and its `speed.json` (the networks' interleaved training-step times,
+`forecast.speed`), its children's metrics and val/loss histories, and their `evaluation/`
 artifacts (errors per window and per horizon step, an example window), so a comparison trained on
-a cluster can be reported anywhere. `python -m forecast.compare` calls `build` at its end.
+a cluster can be reported anywhere. `python -m forecast.compare` calls `build` at its end, which
+also sets the verdict as the parent run's description in the MLflow UI.
 """
 
 from __future__ import annotations
 
 import argparse
 import html
+import json
 import os
 import re
 import tempfile
@@ -29,7 +32,7 @@ import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
-from forecast import stats, tracking  # noqa: E402
+from forecast import speed, stats, tracking  # noqa: E402
 from forecast.errors import InputError, reported  # noqa: E402
 
 # (label, metric, digits): the per-architecture table, mean ± std over seeds
@@ -74,6 +77,7 @@ class Comparison:
     by_step: dict[str, pd.DataFrame]     # run id -> step, mse_scaled, mae_scaled
     example: dict[str, pd.DataFrame]     # run id -> the last test window, actual and forecast
     val_loss: dict[str, list[float]]     # run id -> val/loss per epoch
+    speed: dict | None                   # the parent's speed.json (forecast.speed.measure_comparison), if measured
 
 
 def collect(client: MlflowClient, parent_id: str) -> Comparison:
@@ -104,7 +108,12 @@ def collect(client: MlflowClient, parent_id: str) -> Comparison:
     models = [m.strip(" '\"") for m in params.get("models", "").strip("[]").split(",") if m.strip()]
     models = [m for m in models if m in set(runs["architecture"])] or sorted(set(runs["architecture"]))
     conditions = [c for c in params.get("conditions", "base").split(",") if c in set(runs["condition"])]
-    return Comparison(parent, runs, models, conditions, int(children[0].data.params["data.horizon"]), by_window, by_step, example, val_loss)
+    measured = None
+    if "speed.json" in {a.path for a in client.list_artifacts(parent_id)}:
+        with tempfile.TemporaryDirectory() as tmp:
+            measured = json.loads(Path(client.download_artifacts(parent_id, "speed.json", tmp)).read_text())
+    return Comparison(parent, runs, models, conditions, int(children[0].data.params["data.horizon"]), by_window, by_step, example,
+                      val_loss, measured)
 
 
 # ---- the numbers -------------------------------------------------------------------------------------
@@ -118,14 +127,20 @@ class Verdict:
     mse_a: float                 # mean over seeds of the test scaled MSE
     mse_b: float
     test: stats.PairedTest       # Diebold-Mariano on the per-window scaled MSE averaged over seeds
-    epoch_ratio: float           # a's time per epoch / b's (above 1: b is faster), medians over seeds
-    fit_ratio: float             # a's fit time / b's, medians over seeds
-    params_ratio: float          # a's parameters / b's
+    step: dict | None            # forecast.speed.ratio_spread: a's training step time / b's per round (above 1: b is faster)
+    speed: str                   # the speed clause of the sentence (also when `step` is None: not measured, nothing to train)
+    params_a: float              # trainable parameters, mean over seeds (0 for last_value, seasonal_naive)
+    params_b: float
 
     @property
     def rel_diff(self) -> float:
         """(b - a) / a of the scaled MSE: negative when b is more accurate."""
         return (self.mse_b - self.mse_a) / self.mse_a
+
+    @property
+    def params_ratio(self) -> float:
+        """a's parameters / b's (nan when b has none)."""
+        return self.params_a / self.params_b if self.params_b else float("nan")
 
 
 def window_losses(c: Comparison, condition: str, model: str) -> pd.Series:
@@ -139,13 +154,27 @@ def verdict(c: Comparison, condition: str, a: str, b: str) -> Verdict | None:
     if not {a, b} <= set(runs["architecture"]):
         return None
     mean = runs.groupby("architecture").mean(numeric_only=True)
-    median = runs.groupby("architecture").median(numeric_only=True)   # timings: one run slowed by other load moves it little
     la, lb = window_losses(c, condition, a), window_losses(c, condition, b)
     la, lb = la.align(lb, join="inner")
-    ratio = lambda key: float(median.loc[a, key] / median.loc[b, key]) if key in median and median.loc[b, key] else float("nan")  # noqa: E731
+    step, clause = step_speed(c, condition, a, b)
     return Verdict(a, b, float(mean.loc[a, "test/mse_scaled"]), float(mean.loc[b, "test/mse_scaled"]),
                    stats.diebold_mariano(la.to_numpy(), lb.to_numpy(), lag=c.horizon - 1),
-                   ratio("time/epoch_s"), ratio("time/fit_s"), ratio("model/params"))
+                   step, clause, float(mean.loc[a, "model/params"]), float(mean.loc[b, "model/params"]))
+
+
+def step_speed(c: Comparison, condition: str, a: str, b: str) -> tuple[dict | None, str]:
+    """a's training-step time against b's, from the interleaved timing in the parent's speed.json, and its clause.
+
+    Epoch times are not used: the trainings ran minutes apart, and on a shared machine their ratio
+    reflects what else ran then (see forecast.speed).
+    """
+    measured = ((c.speed or {}).get("conditions") or {}).get(condition)
+    if measured is None or not {a, b} <= set(measured["times"]) | set(measured["untrainable"]):
+        return None, f"training speed was not measured (python -m forecast.speed {c.parent.info.run_id} measures it)"
+    if a in measured["untrainable"] or b in measured["untrainable"]:     # a baseline without parameters
+        return None, "there is no training speed to compare"
+    spread = speed.ratio_spread(measured["times"][a], measured["times"][b])
+    return spread, speed.verdict(a, b, spread, name)
 
 
 def name(model: str) -> str:
@@ -157,9 +186,7 @@ def p_text(p: float) -> str:
 
 
 def sentence(v: Verdict, dataset: str) -> str:
-    """The plain-language verdict, e.g. 'On sample and this machine the LSTM trains 1.08x faster ...'."""
-    fast, slow, r = (v.b, v.a, v.epoch_ratio) if v.epoch_ratio >= 1 else (v.a, v.b, 1 / v.epoch_ratio)
-    speed = f"the {name(fast)} trains {r:.2f}x faster per epoch than the {name(slow)}"
+    """The plain-language verdict, e.g. 'On sample the LSTM trains 1.08x faster per step than the GRU on this machine ...'."""
     better, worse = (v.b, v.a) if v.mse_b < v.mse_a else (v.a, v.b)
     gain = abs(v.mse_a - v.mse_b) / max(v.mse_a, v.mse_b)
     test = f"Diebold-Mariano {p_text(v.test.p_value)}"
@@ -167,10 +194,16 @@ def sentence(v: Verdict, dataset: str) -> str:
         accuracy = f"the {name(better)} is {gain:.1%} more accurate (its test scaled MSE is {gain:.1%} lower, {test})"
     else:
         accuracy = f"their accuracy does not differ significantly (the {name(better)}'s test scaled MSE is {gain:.1%} lower, {test})"
-    small, large, pr = (v.a, v.b, v.params_ratio) if v.params_ratio <= 1 else (v.b, v.a, 1 / v.params_ratio)
-    params = (f"both have the same number of parameters within {1 - pr:.1%}" if 1 - pr < 0.02
-              else f"the {name(small)} has {1 - pr:.0%} fewer parameters")
-    return f"On {dataset} and this machine {speed}, and {accuracy}; {params}."
+    none = [m for m, n in ((v.a, v.params_a), (v.b, v.params_b)) if not n]
+    if none:
+        params = f"the {' and the '.join(map(name, none))} {'has' if len(none) == 1 else 'have'} no parameters"
+    else:
+        small, pr = (v.a, v.params_ratio) if v.params_ratio <= 1 else (v.b, 1 / v.params_ratio)
+        params = (f"both have the same number of parameters within {1 - pr:.1%}" if 1 - pr < 0.02
+                  else f"the {name(small)} has {1 - pr:.0%} fewer parameters")
+    if v.step is None:                       # speed not measured, or nothing to train
+        return f"On {dataset} {accuracy}; {params}; {v.speed}."
+    return f"On {dataset} {v.speed}, and {accuracy}; {params}."
 
 
 def spread(values: pd.Series, digits: int) -> str:
@@ -209,13 +242,21 @@ def build(parent_id: str, folder: Path, log: bool = True) -> Path:
     (folder / "report.html").write_text(to_html(text, f"Comparison on {dataset}"))
     if log:
         client.log_artifacts(parent_id, str(folder), "report")
+        tracking.describe(client, parent_id, description(sentences, c))
         for v in base:
             prefix = f"verdict/{v.b}_vs_{v.a}"
-            for key, value in (("mse_rel_diff", v.rel_diff), ("dm_p_value", v.test.p_value), ("dm_statistic", v.test.statistic),
-                               ("epoch_time_ratio", v.epoch_ratio), ("params_ratio", v.params_ratio)):
+            step = {f"step_time_{k}": v.step[k] for k in ("ratio", "ratio_q25", "ratio_q75")} if v.step else {}
+            for key, value in {"mse_rel_diff": v.rel_diff, "dm_p_value": v.test.p_value, "dm_statistic": v.test.statistic,
+                               **step, "params_ratio": v.params_ratio}.items():
                 if np.isfinite(value):
                     client.log_metric(parent_id, f"{prefix}/{key}", value)
     return folder
+
+
+def description(sentences: list[str], c: Comparison) -> str:
+    """The parent run's description in the MLflow UI: the verdict, and where the full report is."""
+    return "\n\n".join(["**Verdict**", *sentences, f"The {len(c.runs)} training runs are this run's children (expand it in the "
+                         "experiment's run list). Full report: artifacts `report/report.html` (also `report.md` and the plots)."])
 
 
 def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, plots: list[str]) -> str:
@@ -231,14 +272,17 @@ def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, 
            "## Verdict", "", *[f"**{s}**" for s in sentences], ""]
     out += ["Paired test: Diebold-Mariano on the test windows' scaled MSE (each window's loss averaged over the seeds "
             f"of a model), two-sided, with a Newey-West (Bartlett) variance over {c.horizon - 1} lags, since windows one step apart "
-            "share all but one target step. Speed: each run's median time per epoch (validation included), then the median over seeds, "
-            "so that one run slowed by other work on the machine moves the ratio little.", "",
-            "| condition | model | test MSE (scaled) | difference from " + name(c.models[0]) + " | DM statistic | p-value | time per epoch ratio | fit time ratio | parameter ratio |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+            f"share all but one target step. Speed: {speed_protocol(c)}. A speed difference is claimed only when the interquartile "
+            "range (IQR) of the per-round ratios excludes 1. The epoch times below come from trainings that ran at different times, "
+            "so other work on the machine moves them; the verdict does not use them.", "",
+            "| condition | model | test MSE (scaled) | difference from " + name(c.models[0]) + " | DM statistic | p-value | "
+            "step time ratio (IQR) | parameter ratio |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
     for (cond, b), v in verdicts.items():
         if v is not None:
+            step = f"{v.step['ratio']:.2f} ({v.step['ratio_q25']:.2f}-{v.step['ratio_q75']:.2f})" if v.step else "-"
             out.append(f"| {cond} | {name(b)} | {v.mse_b:.4f} (vs {v.mse_a:.4f}) | {v.rel_diff:+.1%} | {v.test.statistic:.2f} | "
-                       f"{v.test.p_value:.3g} | {v.epoch_ratio:.2f} | {v.fit_ratio:.2f} | {v.params_ratio:.2f} |")
+                       f"{v.test.p_value:.3g} | {step} | {v.params_ratio:.2f} |".replace("| nan |", "| - |"))
     out += ["", "Ratios are " + name(c.models[0]) + " / the other model: above 1 the other model is faster (or smaller).", ""]
     out += claims(c, verdicts)
     out += [f"## Measured per architecture ({dataset}, condition base, mean ± std over {base['seed'].nunique()} seeds)", "",
@@ -246,6 +290,11 @@ def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, 
     for label, key, digits in MEASURED:
         if key in base and base[key].notna().any():
             out.append(f"| {label} | " + " | ".join(spread(base.loc[base["architecture"] == m, key], digits) for m in c.models) + " |")
+    steps = ((c.speed or {}).get("conditions") or {}).get("base")
+    if steps:                              # medians of the interleaved timing (forecast.speed), not of the trainings
+        out.append("| training step, ms (interleaved timing) | " + " | ".join(
+            f"{steps['step_ms'][m]:.1f}" if m in steps["step_ms"] else "nothing to train" if m in steps["untrainable"] else ""
+            for m in c.models) + " |")
     out += ["", "Peak RSS is the training process's high-water mark: with the basic launcher all pairs share one process, so "
             "runs after the first report at least the largest before them.", ""]
     if len(c.conditions) > 1:
@@ -262,6 +311,12 @@ def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, 
     for _, r in c.runs.iterrows():
         out.append(f"| {r['condition']} | {name(r['architecture'])} | {r['seed']} | `{r['run_id']}` | {r['test/mse_scaled']:.4f} | {r['time/fit_s']:.1f} |")
     return "\n".join(out) + "\n"
+
+
+def speed_protocol(c: Comparison) -> str:
+    if c.speed is None:
+        return f"not measured for this comparison (python -m forecast.speed {c.parent.info.run_id} measures it)"
+    return c.speed["protocol"]
 
 
 def train_share(runs: pd.DataFrame) -> str:
@@ -284,9 +339,7 @@ def claims(c: Comparison, verdicts: dict) -> list[str]:
     rows = [
         ("The GRU has 25% fewer parameters (3 gate blocks against 4)",
          f"GRU / LSTM parameters = {base.params_ratio:.2f} in all, {recurrent_ratio(c):.2f} in the recurrent cell"),
-        ("The GRU trains 20-40% faster",
-         f"GRU / LSTM time per epoch = {base.epoch_ratio:.2f} (fit time {base.fit_ratio:.2f}): the "
-         + (f"GRU trains {1 / base.epoch_ratio:.2f}x faster per epoch" if base.epoch_ratio < 1 else f"LSTM trains {base.epoch_ratio:.2f}x faster per epoch")),
+        ("The GRU trains 20-40% faster", base.speed),
         ("They are about as accurate", f"{acc(base)} at lookback {lookback}"),
         ("The GRU is better on small data",
          "; ".join(f"{cond}: {acc(v(cond))}" for cond in small) if small else "not measured here (run with small_data=true)"),

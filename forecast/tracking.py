@@ -27,6 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 from forecast.errors import InputError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+# MLflow 3's UI opens an experiment in its GenAI view (traces, token usage) unless this tag marks it as
+# model training ("Machine learning" in the UI's experiment-type switch; the values are in its own code)
+KIND_TAG, TRAINING = "mlflow.experimentKind", "custom_model_development"
+DESCRIPTION = "mlflow.note.content"      # a run's description, shown (as Markdown) at the top of its page
 
 
 def tracking_uri() -> str:
@@ -38,7 +42,11 @@ def is_rank_zero() -> bool:
 
 
 def connect(experiment: str) -> str:
-    """Point MLflow at the store, check it answers, and return the experiment id."""
+    """Point MLflow at the store, check it answers, and return the experiment id.
+
+    The experiment is created, or tagged if it lacks the tag, as a model-training experiment, so the
+    UI opens it on its runs.
+    """
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         try:
@@ -53,10 +61,12 @@ def connect(experiment: str) -> str:
     mlflow.set_tracking_uri(uri)
     try:
         found = mlflow.get_experiment_by_name(experiment)
-        if found is not None:
-            return found.experiment_id
-        artifacts = Path("mlruns").resolve().as_uri() if uri == DEFAULT_URI else None
-        return mlflow.create_experiment(experiment, artifact_location=artifacts)
+        if found is None:
+            artifacts = Path("mlruns").resolve().as_uri() if uri == DEFAULT_URI else None
+            return mlflow.create_experiment(experiment, artifact_location=artifacts, tags={KIND_TAG: TRAINING})
+        if KIND_TAG not in found.tags:                 # made by an older version, or by hand
+            mlflow.MlflowClient(uri).set_experiment_tag(found.experiment_id, KIND_TAG, TRAINING)
+        return found.experiment_id
     except MlflowException as e:
         first = str(e).strip().splitlines()[0][:200]
         raise InputError(f"tracking store {uri} cannot be used: {first}") from None
@@ -74,6 +84,24 @@ def start_run(experiment_id: str, name: str, tags: dict[str, str]):
         except KeyboardInterrupt:
             mlflow.end_run("KILLED")
             raise
+
+
+def ui_hint(experiment_id: str) -> str:
+    """How to open the experiment in the MLflow UI on its training runs.
+
+    MLflow 3.17's UI picks its view with the sidebar switch "GenAI | Model training", which starts on
+    GenAI in a new browser and is remembered there; it ignores the experiment's kind tag while that
+    switch exists. A link that says workflowType=machine_learning opens the runs table directly.
+    """
+    uri, page = tracking_uri(), f"#/experiments/{experiment_id}?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return f"open the UI: {uri.rstrip('/')}/{page}"
+    return f"open the UI: mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{page}"
+
+
+def describe(client: mlflow.MlflowClient, run_id: str, text: str) -> None:
+    """Set a run's description (Markdown), which the UI shows at the top of the run's page."""
+    client.set_tag(run_id, DESCRIPTION, text)
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:

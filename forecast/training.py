@@ -23,7 +23,7 @@ from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
 
 import forecast
-from forecast import config, evaluate, tracking
+from forecast import config, evaluate, speed, tracking
 from forecast.errors import InputError
 from forecast.forecaster import Forecaster
 from forecast.networks import count_parameters
@@ -37,6 +37,7 @@ def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
 
     output_dir: this training's own folder (checkpoints); command: the command line, as a run tag.
     """
+    speed.use_threads(cfg.threads)          # before any torch work (conf/train.yaml: threads)
     if int(cfg.trainer.max_epochs) < 1:
         raise InputError(f"trainer.max_epochs={cfg.trainer.max_epochs}: train for at least one epoch")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -84,7 +85,7 @@ def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
         f"MSE(scaled) {metrics['test/mse_scaled']:.4f} vs last value {metrics['baseline/mse_scaled']:.4f} | "
         f"run {run.info.run_id}"
     )
-    print(f"open the UI: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
+    print(tracking.ui_hint(experiment_id))
     return float(best.best_model_score) if best.best_model_score is not None else None
 
 
