@@ -24,7 +24,7 @@ import mlflow
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from forecast import config, report, speed, tracking
+from forecast import comparison_report, config, speed, tracking
 from forecast.comparison import by_hidden_size, hidden_override, hidden_sizes, machine, pass_on, plan, seed_list
 from forecast.errors import InputError, reported
 
@@ -71,6 +71,7 @@ def compare(cfg: DictConfig) -> int:
     with tracking.start_run(experiment_id, f"compare-{data.name}", tags) as parent:
         run_id = parent.info.run_id
         mlflow.log_params(tracking.flatten(cfg) | {"conditions": ",".join(c[0] for c in conditions), "seeds": ",".join(seeds)})
+        mlflow.log_dict({"models": models, "conditions": [c[0] for c in conditions], "seeds": seeds}, "comparison.json")   # the report's plan
         for name, extra, _ in conditions:
             for group in by_hidden_size(models, sizes[name]):
                 hidden = hidden_override(group, sizes[name])   # replaces the user's model.hidden_size, if any
@@ -95,7 +96,7 @@ def compare(cfg: DictConfig) -> int:
                   file=sys.stderr)
             return 1
         speed.measure_comparison(run_id)                  # interleaved training steps: other load cancels out
-        folder = report.build(run_id, Path(cfg.report_dir) / run_id)
+        folder = comparison_report.build(run_id, Path(cfg.report_dir) / run_id)
     print((folder / "verdict.txt").read_text().strip())
     print(f"report: {folder / 'report.md'} (also logged to the parent run {run_id} under report/)")
     print(tracking.ui_hint(experiment_id))

@@ -5,7 +5,7 @@ import torch
 from conftest import REPO
 from hydra import compose, initialize_config_dir
 
-from forecast import report, speed, stats
+from forecast import comparison_report, speed, stats
 from forecast.baselines import LastValue
 from forecast.errors import InputError
 from forecast.recurrent import RecurrentNet
@@ -60,7 +60,7 @@ def test_load_that_comes_and_goes_falls_on_both_networks_alike():
     spread = speed.ratio_spread(times["gru"], times["lstm"])
     assert spread["ratio"] == pytest.approx(2.0) and spread["ratio_q25"] == pytest.approx(2.0)
     assert max(times["gru"]) / min(times["gru"]) == pytest.approx(40)     # the epochs-apart view would see a 40x swing
-    assert speed.verdict("gru", "lstm", spread, report.name) == (
+    assert speed.verdict("gru", "lstm", spread, comparison_report.name) == (
         "the LSTM trains 2.00x faster per step than the GRU on this machine (IQR 2.00-2.00)")
 
 
@@ -69,13 +69,13 @@ def test_a_ratio_the_noise_could_explain_is_no_difference():
     b = [0.011, 0.010, 0.010, 0.012, 0.009, 0.011, 0.010, 0.0095]
     spread = speed.ratio_spread(a, b)
     assert spread["ratio_q25"] < 1 < spread["ratio_q75"]
-    text = speed.verdict("gru", "lstm", spread, report.name)
+    text = speed.verdict("gru", "lstm", spread, comparison_report.name)
     assert text.startswith("no difference in training speed is measurable on this machine (GRU / LSTM step time")
 
 
 def test_the_faster_reference_is_named_with_its_inverted_interquartile_range():
     spread = {"ratio": 0.8, "ratio_q25": 0.75, "ratio_q75": 0.9}
-    assert speed.verdict("gru", "lstm", spread, report.name) == (
+    assert speed.verdict("gru", "lstm", spread, comparison_report.name) == (
         "the GRU trains 1.25x faster per step than the LSTM on this machine (IQR 1.11-1.33)")
 
 
@@ -88,8 +88,8 @@ def test_measure_times_trainable_networks_and_names_those_with_nothing_to_train(
 
 def test_a_baseline_without_parameters_gets_a_verdict_without_nan():
     test = stats.PairedTest(mean_diff=-0.1, statistic=-5.0, p_value=1e-6, lag=23, n=500)
-    v = report.Verdict("gru", "last_value", 0.5, 0.9, test, None, "there is no training speed to compare", 3824.0, 0.0)
-    text = report.sentence(v, "sample")
+    v = comparison_report.Verdict("gru", "last_value", 0.5, 0.9, test, None, "there is no training speed to compare", 3824.0, 0.0)
+    text = comparison_report.sentence(v, "sample")
     assert "nan" not in text and "inf" not in text
     assert text == ("On sample the GRU is 44.4% more accurate (its test scaled MSE is 44.4% lower, Diebold-Mariano p < 0.001); "
                     "the last_value has no parameters; there is no training speed to compare.")
