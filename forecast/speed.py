@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from torch import nn
 
-from forecast import tracking
+from forecast import pyfunc, tracking
 from forecast.errors import InputError, reported
 
 PAIRS = 30     # timed rounds: one step of every network per round
@@ -134,6 +134,7 @@ def measure_comparison(parent_id: str, pairs: int = PAIRS) -> dict:
     One child per (condition, architecture) is rebuilt from its logged model: the seeds share their shapes.
     """
     client = MlflowClient(tracking.tracking_uri())
+    mlflow.set_tracking_uri(tracking.tracking_uri())                 # where pyfunc.load finds runs:/ models
     try:
         parent = client.get_run(parent_id)
     except MlflowException:
@@ -148,7 +149,7 @@ def measure_comparison(parent_id: str, pairs: int = PAIRS) -> dict:
         found.setdefault(run.data.tags.get("condition", "base"), {}).setdefault(run.data.tags["architecture"], run)
     conditions = {}
     for condition, runs in found.items():
-        served = {m: mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").unwrap_python_model() for m, run in runs.items()}
+        served = {m: pyfunc.load(f"runs:/{run.info.run_id}/model")[1] for m, run in runs.items()}   # each a Forecaster
         first = next(iter(served.values()))
         batch = int(next(iter(runs.values())).data.params.get("data.batch_size", 256))
         conditions[condition] = measure({m: s.net for m, s in served.items()}, batch, first.lookback, len(first.inputs), pairs)
