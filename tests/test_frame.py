@@ -196,10 +196,45 @@ def test_folder_of_two_drops_is_one_series(tmp_path):
     write(tmp_path / "drops", table("2024-01-01 00:30", a=[3, 4, 5]), "2024-02.csv")
     write(tmp_path / "drops", table("2024-01-01 00:00", a=[0, 1, 2, 7]), "2024-01.csv")
     (tmp_path / "drops" / "notes.txt").write_text("not data")
-    frame, report = load(str(tmp_path / "drops"))
+    frame, report = load(str(tmp_path / "drops"), overlap="mean")
     assert frame["a"].tolist() == [0, 1, 2, 5, 4, 5]  # 00:30 in both drops -> mean of 7 and 3
     assert [p.rsplit("/", 1)[1] for p in report.files] == ["2024-01.csv", "2024-02.csv"]
-    assert report.rows_read == 7 and report.duplicates == 1
+    assert report.rows_read == 7 and (report.duplicates, report.overlaps, report.overlap_conflicts) == (0, 1, 1)
+    assert "1 timestamp in more than one file (1 differing, kept mean)" in report.lines()[0]
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("first", 7.0), ("last", 3.0)])
+def test_overlap_policy_first_and_last_follow_name_order(tmp_path, policy, expected):
+    write(tmp_path, table("2024-01-01 00:30", a=[3, 4, 5]), "2024-02.csv")
+    write(tmp_path, table("2024-01-01 00:00", a=[0, 1, 2, 7]), "2024-01.csv")
+    frame, _ = load(str(tmp_path), overlap=policy)
+    assert frame["a"].tolist() == [0, 1, 2, expected, 4, 5]
+
+
+def test_disagreeing_drops_are_an_error_naming_both_files_and_the_first_timestamp(tmp_path):
+    first = write(tmp_path, table("2024-01-01 00:00", a=[0, 1, 2, 7, 8], b=[1, 1, 1, 1, 1]), "2024-01.csv")
+    second = write(tmp_path, table("2024-01-01 00:20", a=[2, 3, 9], b=[1, 1, 1]), "2024-02.csv")
+    with pytest.raises(InputError, match=rf"'{re.escape(first)}' line 5 and '{re.escape(second)}' line 3 disagree at "
+                       r"2024-01-01 00:30:00 \(column 'a': 7 vs 3; 2 timestamps differ\).*\n.*data\.overlap"):
+        load(str(tmp_path))
+
+
+def test_identical_overlap_within_file_duplicates_keep_their_policy(tmp_path):
+    write(tmp_path, table("2024-01-01 00:00", a=[0, 1, 2]), "1.csv")
+    write(tmp_path, "timestamp,a\n2024-01-01 00:20:00,2\n2024-01-01 00:30:00,3\n2024-01-01 00:30:00,5\n", "2.csv")
+    frame, report = load(str(tmp_path))
+    assert frame["a"].tolist() == [0, 1, 2, 4] and (report.duplicates, report.overlaps, report.overlap_conflicts) == (1, 1, 0)
+    assert "1 timestamp in more than one file (identical)" in report.lines()[0]
+
+
+def test_long_layout_overlap_is_per_sensor(tmp_path):
+    write(tmp_path, "timestamp,sensor,value\n2024-01-01 00:00,a,1\n2024-01-01 00:00,b,2\n2024-01-01 01:00,a,3\n", "1.csv")
+    second = write(tmp_path, "timestamp,sensor,value\n2024-01-01 01:00,a,3\n2024-01-01 01:00,b,4\n"
+                   "2024-01-01 02:00,a,5\n2024-01-01 02:00,b,6\n2024-01-01 00:00,b,2.5\n", "2.csv")
+    with pytest.raises(InputError, match=rf"1.csv' line 3 and '{re.escape(second)}' line 6 disagree at 2024-01-01 00:00:00 \(sensor 'b'"):
+        load(str(tmp_path), layout="long")
+    frame, report = load(str(tmp_path), layout="long", overlap="last")
+    assert frame["b"].tolist() == [2.5, 4, 6] and report.overlaps == 2
 
 
 def test_glob(tmp_path):
@@ -297,9 +332,10 @@ def test_non_numeric_value_in_target(tmp_path):
         load(path)
 
 
-def test_decimal_commas_read_with_the_wrong_setting_leave_nothing_to_forecast(tmp_path):
+def test_decimal_commas_read_with_the_wrong_setting_name_the_setting(tmp_path):
     path = write(tmp_path, 'timestamp;a\n2024-01-01 00:00;"2,5"\n2024-01-01 00:10;"3,5"\n')
-    with pytest.raises(InputError, match=r"no numeric column is left to forecast \(text: a\).*\n.*data\.decimal='\.'"):
+    with pytest.raises(InputError, match=r"line 2, column 'a': '2,5' is not a number \(2 such values in the column, no numbers\)"
+                       r".*\n.*data\.decimal=','"):
         load(path, sep=";")
 
 
@@ -341,11 +377,11 @@ def test_duplicates_error_shows_timestamp_and_lines(tmp_path):
         load(path, duplicates="error")
 
 
-def test_duplicates_error_across_files(tmp_path):
+def test_duplicates_error_is_within_files_only(tmp_path):
     write(tmp_path, table("2024-01-01 00:00", a=[0, 1, 2]), "1.csv")
     write(tmp_path, "timestamp,a\n\n2024-01-01 00:20:00,2\n2024-01-01 00:30:00,3\n", "2.csv")
-    with pytest.raises(InputError, match=r"00:20:00 occurs more than once \('.*1.csv' line 4, '.*2.csv' line 3\)"):
-        load(str(tmp_path), duplicates="error")
+    frame, report = load(str(tmp_path), duplicates="error")
+    assert frame["a"].tolist() == [0, 1, 2, 3] and (report.duplicates, report.overlaps) == (0, 1)
 
 
 def test_duplicates_error_in_long_layout_names_the_sensor(tmp_path):
