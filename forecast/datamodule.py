@@ -7,6 +7,7 @@ model or tracking run exists and the model can be sized from the data (channels,
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import lightning as L
 import numpy as np
@@ -56,7 +57,8 @@ class SensorDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if int(lookback) < 1 or int(horizon) < 1:
-            raise InputError(f"data.lookback and data.horizon must be positive numbers of steps, got lookback={lookback}, horizon={horizon}")
+            raise InputError(f"data.lookback and data.horizon must be positive numbers of steps, got lookback={lookback}, "
+                             f"horizon={horizon}")
         if int(batch_size) < 1 or int(train_stride) < 1:
             raise InputError(f"data.batch_size and data.train_stride must be positive, got {batch_size} and {train_stride}")
         if not 0 < float(train_fraction) <= 1:
@@ -67,7 +69,8 @@ class SensorDataModule(L.LightningDataModule):
         self.name, self.lookback, self.horizon = name, int(lookback), int(horizon)
         self.batch_size, self.num_workers, self.pin_memory = int(batch_size), int(num_workers), pin_memory
 
-        self.frame, self.report = load_frame(CsvSpec(path=str(path), **read))
+        self.path, self.long = str(path), read.get("layout") == "long"
+        self.frame, self.report = load_frame(CsvSpec(path=self.path, **read))
         self.targets, self.covariates = list(self.report.targets), list(self.report.covariates)
         self.inputs = self.targets + self.covariates
         self.target_index = list(range(len(self.targets)))       # targets come first in the frame
@@ -75,14 +78,14 @@ class SensorDataModule(L.LightningDataModule):
         values = self.frame[self.inputs].to_numpy(dtype=np.float64)  # [T, C]
         need = self.lookback + self.horizon
         if len(values) < need:
-            raise InputError(
-                f"{path}: {len(values)} rows after cleaning, fewer than lookback + horizon = {need}; "
-                "use a longer file or lower data.lookback / data.horizon"
-            )
+            raise self._too_little(f"{len(values)} rows after cleaning, fewer than lookback + horizon = {need}", values)
         self.spans = split_rows(len(values), val_fraction, test_fraction, borders)
         train_end = self.spans["train"][1]
-        self.scaler = Scaler.fit(values[:train_end])
-        series = torch.from_numpy(self.scaler.transform(values, np.float32))  # [T, C], the one copy windows view
+        with np.errstate(all="ignore"):
+            self.scaler = Scaler.fit(values[:train_end])
+            scaled = self.scaler.transform(values, np.float32)   # [T, C], the one copy windows view
+        self._check_scaled(values, scaled, train_end)
+        series = torch.from_numpy(scaled)
         valid = ~np.isnan(values).any(axis=1)
         self.datasets = {}
         for split in SPLITS:
@@ -90,13 +93,55 @@ class SensorDataModule(L.LightningDataModule):
             origins = window_origins(self.spans[split], self.lookback, self.horizon, valid, stride)
             if split == "train":
                 origins = origins[len(origins) - max(1, round(len(origins) * float(train_fraction))) :]  # the most recent
-            if len(origins) == 0:
+            least = 2 if split == "train" else 1                  # one training window teaches nothing
+            if len(origins) < least:
                 start, end = self.spans[split]
-                raise InputError(
-                    f"{path}: the {split} span (rows {start}-{end}) holds no complete window of lookback "
-                    f"{self.lookback} + horizon {self.horizon}; lower data.lookback / data.horizon or change the split"
-                )
+                complete = len(window_origins(self.spans[split], self.lookback, self.horizon, valid))
+                if complete >= least:
+                    raise InputError(f"data.train_stride={train_stride} and data.train_fraction={train_fraction} leave "
+                                     f"{len(origins)} of the {complete:,} training windows; at least 2 are needed.\n"
+                                     "Lower data.train_stride or raise data.train_fraction.")
+                raise self._too_little(f"the {split} span (rows {start}-{end}) holds {complete or 'no'} complete window"
+                                       f"{'s' * (complete > 1)} of lookback {self.lookback} + horizon {self.horizon}", values,
+                                       (max(0, start - self.lookback), end))
             self.datasets[split] = WindowDataset(series, origins, self.lookback, self.horizon, self.target_index)
+
+    def _too_little(self, what: str, values: np.ndarray, rows: tuple[int, int] | None = None) -> InputError:
+        """An error about too little data naming the column whose gaps removed it, with the data report before it."""
+        span = values[slice(*rows) if rows else slice(None)]
+        masked = np.isnan(span).sum(axis=0)                        # [C] masked cells in the rows windows would use
+        missing = self.report.missing_by_column
+        kind = "sensor" if self.long else "column"
+        if masked.any():
+            name = self.inputs[int(np.argmax(masked))]
+            why = f"; {kind} '{name}' is masked in {int(masked.max()):,} of those {len(span):,} rows (gaps longer than data.max_gap)"
+        elif missing and max(missing.values()) > 0.1 * self.report.grid_steps:
+            name = max(missing, key=missing.get)
+            why = f"; {kind} '{name}' is missing in {missing[name]:,} of {self.report.grid_steps:,} rows"
+        else:
+            return InputError(f"{self.path}: {what}.\nLower data.lookback / data.horizon, use a longer file, or change "
+                              "data.val_fraction / data.test_fraction.", context=self.report.lines())
+        if name in self.targets and len(self.targets) > 1:
+            leave = f"data.targets=[{','.join(t for t in self.targets if t != name)}]"
+        elif name in self.covariates:
+            leave = f"data.covariates=[{','.join(c for c in self.covariates if c != name)}]"
+        else:
+            leave = "data.targets=[...] naming other columns"
+        return InputError(f"{self.path}: {what}{why}.\nLeave it out with {leave}, raise data.max_gap to interpolate its "
+                          "gaps, or lower data.lookback / data.horizon.", context=self.report.lines())
+
+    def _check_scaled(self, values: np.ndarray, scaled: np.ndarray, train_end: int) -> None:
+        """Every column standardises to finite float32 values (a reading far outside the training span's may not)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN columns: their windows are dropped anyway
+            largest = np.maximum(np.abs(np.nanmax(scaled, axis=0)), np.abs(np.nanmin(scaled, axis=0)))  # [C], no full-size temporary
+        fitted = np.isfinite(self.scaler.mean) & np.isfinite(self.scaler.std)
+        for column in np.flatnonzero(np.isinf(largest) | ~fitted & ~np.isnan(values[:train_end]).all(axis=0)):
+            row = int(np.argmax(~np.isfinite(scaled[:, column]) & ~np.isnan(values[:, column])))
+            name, stamp = self.inputs[column], self.frame.index[row]
+            raise InputError(f"{self.path}: column '{name}' at {stamp}: {values[row, column]:g} standardised with the training span's "
+                             f"mean {self.scaler.mean[column]:.4g} and std {self.scaler.std[column]:.4g} overflows float32.\n"
+                             "Check that reading; if it is real, rescale the column to smaller units.", context=self.report.lines())
 
     @property
     def n_inputs(self) -> int:

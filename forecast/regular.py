@@ -93,6 +93,10 @@ def _merge(intake: Intake, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(grid.T, index=stamps, columns=columns, copy=False)
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'s' * (n != 1)}"
+
+
 def _repeated(key: np.ndarray) -> np.ndarray:
     """Where a key occurs more than once."""
     codes, _ = pd.factorize(key)
@@ -124,7 +128,7 @@ def _overlap(intake: Intake, values: pd.DataFrame, key: np.ndarray, origin: np.n
         raise InputError(
             f"'{path_a}' line {line_a} and '{path_b}' line {line_b} disagree at {stamps[first // per_stamp]} "
             f"({intake.kind} '{name}': {values.iloc[one, column]:g} vs {values.iloc[other, column]:g}; "
-            f"{report.overlap_conflicts:,} timestamp{'s' * (report.overlap_conflicts > 1)} differ{'s' * (report.overlap_conflicts == 1)}).\n"
+            f"{_plural(report.overlap_conflicts, 'timestamp')} with differing readings).\n"
             "Remove the overlap from one of the files, or set data.overlap to first, last or mean (files in name order).")
     merged = values.groupby(key).agg("first" if spec.overlap == "error" else spec.overlap)
     return merged, merged.index.to_numpy()

@@ -215,7 +215,7 @@ def test_disagreeing_drops_are_an_error_naming_both_files_and_the_first_timestam
     first = write(tmp_path, table("2024-01-01 00:00", a=[0, 1, 2, 7, 8], b=[1, 1, 1, 1, 1]), "2024-01.csv")
     second = write(tmp_path, table("2024-01-01 00:20", a=[2, 3, 9], b=[1, 1, 1]), "2024-02.csv")
     with pytest.raises(InputError, match=rf"'{re.escape(first)}' line 5 and '{re.escape(second)}' line 3 disagree at "
-                       r"2024-01-01 00:30:00 \(column 'a': 7 vs 3; 2 timestamps differ\).*\n.*data\.overlap"):
+                       r"2024-01-01 00:30:00 \(column 'a': 7 vs 3; 2 timestamps with differing readings\).*\n.*data\.overlap"):
         load(str(tmp_path))
 
 
@@ -328,7 +328,8 @@ def test_timestamp_that_does_not_match_time_format(tmp_path):
 
 def test_non_numeric_value_in_target(tmp_path):
     path = write(tmp_path, table(a=[1, 2, "2.5.1", 4], b=[1, 2, 3, 4]))
-    with pytest.raises(InputError, match=rf"'{re.escape(path)}' line 4, column 'a': '2.5.1' is not a number.*\n.*data\.na_values.*data\.decimal"):
+    with pytest.raises(InputError, match=rf"'{re.escape(path)}' line 4, column 'a': '2.5.1' is not a number"
+                       r".*\n.*data\.na_values.*data\.decimal"):
         load(path)
 
 
@@ -373,7 +374,8 @@ def test_all_empty_column_named(tmp_path):
 
 def test_duplicates_error_shows_timestamp_and_lines(tmp_path):
     path = write(tmp_path, "timestamp,a\n2024-01-01 00:00,0\n2024-01-01 01:00,1\n2024-01-01 01:00,3\n")
-    with pytest.raises(InputError, match=rf"timestamp 2024-01-01 01:00:00 occurs more than once \('{re.escape(path)}' line 3, '{re.escape(path)}' line 4\)"):
+    with pytest.raises(InputError, match=rf"timestamp 2024-01-01 01:00:00 occurs more than once "
+                       rf"\('{re.escape(path)}' line 3, '{re.escape(path)}' line 4\)"):
         load(path, duplicates="error")
 
 
@@ -387,13 +389,15 @@ def test_duplicates_error_is_within_files_only(tmp_path):
 def test_duplicates_error_in_long_layout_names_the_sensor(tmp_path):
     path = write(tmp_path, "timestamp,sensor,value\n2024-01-01 00:00,a,1\n2024-01-01 00:00,b,2\n"
                  "2024-01-01 01:00,b,3\n2024-01-01 01:00,b,4\n2024-01-01 01:00,a,5\n")
-    with pytest.raises(InputError, match=rf"01:00:00 occurs more than once for sensor 'b' \('{re.escape(path)}' line 4, '{re.escape(path)}' line 5\)"):
+    with pytest.raises(InputError, match=rf"01:00:00 occurs more than once for sensor 'b' "
+                       rf"\('{re.escape(path)}' line 4, '{re.escape(path)}' line 5\)"):
         load(path, layout="long", duplicates="error")
 
 
 def test_long_gap_fails_when_asked(tmp_path):
     path = write(tmp_path, table(a=[1, None, None, None, None, 6]))
-    with pytest.raises(InputError, match=rf"'{re.escape(path)}' column 'a': a gap of 4 steps from 2024-01-01 00:10:00 to 2024-01-01 00:40:00.*\n.*data\.max_gap=4.*data\.long_gaps=mask"):
+    with pytest.raises(InputError, match=rf"'{re.escape(path)}' column 'a': a gap of 4 steps from 2024-01-01 00:10:00 to "
+                       r"2024-01-01 00:40:00.*\n.*data\.max_gap=4.*data\.long_gaps=mask"):
         load(path, long_gaps="fail")
 
 
