@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from forecast.errors import InputError
 from forecast.frame import CsvSpec, load_frame
+from forecast.reading import shown
 from forecast.windows import SPLITS, Scaler, ShuffledOrder, WindowDataset, as_batch, split_rows, window_origins
 
 
@@ -114,17 +115,17 @@ class SensorDataModule(L.LightningDataModule):
         kind = "sensor" if self.long else "column"
         if masked.any():
             name = self.inputs[int(np.argmax(masked))]
-            why = f"; {kind} '{name}' is masked in {int(masked.max()):,} of those {len(span):,} rows (gaps longer than data.max_gap)"
+            why = f"; {kind} '{shown(name)}' is masked in {int(masked.max()):,} of those {len(span):,} rows (gaps longer than data.max_gap)"
         elif missing and max(missing.values()) > 0.1 * self.report.grid_steps:
             name = max(missing, key=missing.get)
-            why = f"; {kind} '{name}' is missing in {missing[name]:,} of {self.report.grid_steps:,} rows"
+            why = f"; {kind} '{shown(name)}' is missing in {missing[name]:,} of {self.report.grid_steps:,} rows"
         else:
             return InputError(f"{self.path}: {what}.\nLower data.lookback / data.horizon, use a longer file, or change "
                               "data.val_fraction / data.test_fraction.", context=self.report.lines())
         if name in self.targets and len(self.targets) > 1:
-            leave = f"data.targets=[{','.join(t for t in self.targets if t != name)}]"
+            leave = f"data.targets=[{','.join(shown(t) for t in self.targets if t != name)}]"
         elif name in self.covariates:
-            leave = f"data.covariates=[{','.join(c for c in self.covariates if c != name)}]"
+            leave = f"data.covariates=[{','.join(shown(c) for c in self.covariates if c != name)}]"
         else:
             leave = "data.targets=[...] naming other columns"
         return InputError(f"{self.path}: {what}{why}.\nLeave it out with {leave}, raise data.max_gap to interpolate its "
@@ -135,13 +136,14 @@ class SensorDataModule(L.LightningDataModule):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN columns: their windows are dropped anyway
             largest = np.maximum(np.abs(np.nanmax(scaled, axis=0)), np.abs(np.nanmin(scaled, axis=0)))  # [C], no full-size temporary
-        fitted = np.isfinite(self.scaler.mean) & np.isfinite(self.scaler.std)
-        for column in np.flatnonzero(np.isinf(largest) | ~fitted & ~np.isnan(values[:train_end]).all(axis=0)):
-            row = int(np.argmax(~np.isfinite(scaled[:, column]) & ~np.isnan(values[:, column])))
-            name, stamp = self.inputs[column], self.frame.index[row]
-            raise InputError(f"{self.path}: column '{name}' at {stamp}: {values[row, column]:g} standardised with the training span's "
-                             f"mean {self.scaler.mean[column]:.4g} and std {self.scaler.std[column]:.4g} overflows float32.\n"
-                             "Check that reading; if it is real, rescale the column to smaller units.", context=self.report.lines())
+        suspect = np.isinf(largest) | np.isinf(self.scaler.mean) | np.isinf(self.scaler.std)
+        for column in np.flatnonzero(suspect):
+            bad = ~np.isfinite(scaled[:, column]) & ~np.isnan(values[:, column])   # [T]
+            row, name = int(np.argmax(bad)), self.inputs[column]
+            raise InputError(f"{self.path}: column '{shown(name)}' at {self.frame.index[row]}: {values[row, column]:g} standardised "
+                             f"with the training span's mean {self.scaler.mean[column]:.4g} and std {self.scaler.std[column]:.4g} "
+                             "overflows float32.\nCheck that reading; if it is real, rescale the column to smaller units.",
+                             context=self.report.lines())
 
     @property
     def n_inputs(self) -> int:

@@ -168,22 +168,22 @@ class Intake:
             name for name in [*numeric, *looks_numeric] if name not in spec.covariates]
         for name in [*targets, *spec.covariates]:
             if name not in counts.index:
-                raise InputError(f"no {kind} '{name}' in '{spec.path}' (numeric {kind}s: {', '.join(numeric) or 'none'}).\n"
+                raise InputError(f"no {kind} '{shown(name)}' in '{spec.path}' (numeric {kind}s: {_listed(numeric) or 'none'}).\n"
                                  "Fix data.targets / data.covariates.")
             if name in self.not_numbers:
                 raise self._not_a_number(name, counts, targets)
             if name in self.infinite:
                 cell = self.infinite[name]
-                raise InputError(f"'{cell.path}' line {line(cell.path, cell.row)}, {kind} '{name}': {_short(cell.value)} is not a "
+                raise InputError(f"'{cell.path}' line {line(cell.path, cell.row)}, {kind} '{shown(name)}': {_short(cell.value)} is not a "
                                  f"finite number ({cell.count:,} such value{'s' * (cell.count > 1)} in the {kind}).\n"
                                  "Fix it, or set data.nonfinite=missing to treat infinite values as missing readings.")
             if counts[name] == 0:
-                raise InputError(f"{kind} '{name}' in '{spec.path}' has no values (all missing).\n"
+                raise InputError(f"{kind} '{shown(name)}' in '{spec.path}' has no values (all missing).\n"
                                  "Leave it out of data.targets / data.covariates, or check data.na_values.")
         both = [name for name in targets if name in spec.covariates]
         if both or not targets:
-            problem = f"{kind} '{both[0]}' is both a target and a covariate" if both else \
-                f"no numeric {kind} is left to forecast (without numbers: {', '.join(unread) or 'none'})"
+            problem = f"{kind} '{shown(both[0])}' is both a target and a covariate" if both else \
+                f"no numeric {kind} is left to forecast (without numbers: {_listed(unread) or 'none'})"
             raise InputError(f"'{spec.path}': {problem}.\nFix data.targets / data.covariates, or check "
                              f"data.decimal={spec.decimal!r} and data.na_values.")
         used = [*targets, *spec.covariates]
@@ -200,9 +200,9 @@ class Intake:
             others = [other for other in targets if other != name]
             fix = ("add it to data.na_values if it marks a missing reading, check "
                    f"data.decimal={spec.decimal!r} and data.sep={spec.sep!r}"
-                   + (f", or leave the {kind} out: data.targets=[{','.join(others)}]" if others else ""))
+                   + (f", or leave the {kind} out: data.targets=[{','.join(map(shown, others))}]" if others else ""))
         numbers = f", {counts[name]:,} numbers" if counts[name] else ", no numbers"
-        return InputError(f"'{cell.path}' line {line(cell.path, cell.row)}, {kind} '{name}': {_short(cell.value)} is not a number "
+        return InputError(f"'{cell.path}' line {line(cell.path, cell.row)}, {kind} '{shown(name)}': {_short(cell.value)} is not a number "
                           f"({cell.count:,} such value{'s' * (cell.count > 1)} in the {kind}{numbers}).\nFix it, or {fix}.")
 
 
@@ -231,7 +231,7 @@ def _read_file(path: str, intake: Intake) -> tuple[pd.DataFrame, np.ndarray | No
     if spec.layout == "long":
         for name, setting in ((spec.sensor_column, "sensor_column"), (spec.value_column, "value_column")):
             if name not in columns:
-                raise InputError(f"'{path}' has no column '{name}' (columns: {_listed(columns)}).\n"
+                raise InputError(f"'{path}' has no column '{shown(name)}' (columns: {_listed(columns)}).\n"
                                  f"Set data.{setting} to the right column, or data.layout=wide.")
         names, dtype[spec.sensor_column] = [spec.value_column], "str"
     raw = _read_csv(path, spec, intake.text_codes, dtype, encoding)
@@ -371,7 +371,7 @@ def _header(path: str, spec: CsvSpec, encoding: str) -> list[str]:
     seen: dict[str, int] = {}
     for position, name in enumerate(written):
         if name.strip() and name in seen:
-            raise InputError(f"'{path}': the header names column '{name}' twice (columns {seen[name] + 1} and {position + 1}).\n"
+            raise InputError(f"'{path}': the header names column '{shown(name)}' twice (columns {seen[name] + 1} and {position + 1}).\n"
                              "Rename one of them so that every column name is unique.")
         seen[name] = position
     return columns
@@ -388,7 +388,7 @@ def _timestamp_columns(columns: list[str], path: str, spec: CsvSpec) -> list[str
         missing = [name for name in names if name not in columns]
         if not missing:
             return names
-        found = f"no column '{missing[0]}'"
+        found = f"no column '{shown(missing[0])}'"
     else:
         lower = {name.strip().lower(): name for name in reversed(columns)}
         first = next((name for name in columns if name.strip().lower() in _TIMESTAMP_NAMES), None)
@@ -401,8 +401,14 @@ def _timestamp_columns(columns: list[str], path: str, spec: CsvSpec) -> list[str
 
 
 def _listed(columns: list[str]) -> str:
-    text = ", ".join(name if len(name) <= 40 else name[:36] + "..." for name in map(str, columns[:12]))
+    text = ", ".join(shown(name) if len(shown(name)) <= 40 else shown(name)[:36] + "..." for name in columns[:12])
     return text + (f", ... ({len(columns)} in all)" if len(columns) > 12 else "")
+
+
+def shown(name) -> str:
+    """A column or sensor name as messages show it: as written, escaped where it holds a line break or control character."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def _short(value, width: int = 60) -> str:

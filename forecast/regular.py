@@ -17,6 +17,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from forecast.errors import InputError
+from forecast.reading import shown
 
 if TYPE_CHECKING:
     from forecast.reading import Intake
@@ -77,7 +78,7 @@ def _merge(intake: Intake, columns: list[str]) -> pd.DataFrame:
         report.duplicates = len(np.unique(time[repeated]))
         if spec.duplicates == "error":
             hits = np.flatnonzero(inner == inner[repeated].min())
-            which = f" for sensor '{columns[key[hits[0]] % len(columns)]}'" if spec.layout == "long" else ""
+            which = f" for sensor '{shown(columns[key[hits[0]] % len(columns)])}'" if spec.layout == "long" else ""
             places = ", ".join(f"'{path}' line {line}" for path, line in intake.places(rows[hits][:5]))
             raise InputError(f"timestamp {stamps[time[hits[0]]]} occurs more than once{which} ({places}) and "
                              "data.duplicates=error.\nRemove the repeated rows, or set data.duplicates to mean, first or last.")
@@ -127,7 +128,7 @@ def _overlap(intake: Intake, values: pd.DataFrame, key: np.ndarray, origin: np.n
         (path_a, line_a), (path_b, line_b) = intake.places([origin[one], origin[other]])
         raise InputError(
             f"'{path_a}' line {line_a} and '{path_b}' line {line_b} disagree at {stamps[first // per_stamp]} "
-            f"({intake.kind} '{name}': {values.iloc[one, column]:g} vs {values.iloc[other, column]:g}; "
+            f"({intake.kind} '{shown(name)}': {values.iloc[one, column]:g} vs {values.iloc[other, column]:g}; "
             f"{_plural(report.overlap_conflicts, 'timestamp')} with differing readings).\n"
             "Remove the overlap from one of the files, or set data.overlap to first, last or mean (files in name order).")
     merged = values.groupby(key).agg("first" if spec.overlap == "error" else spec.overlap)
@@ -231,7 +232,7 @@ def _check_magnitude(values: np.ndarray, columns: list[str], intake: Intake) -> 
             if np.isfinite(np.nanmean(column)) and np.isfinite(np.nanstd(column)):
                 continue
         path, line, value = intake.largest(name)
-        raise InputError(f"'{path}' line {line}, {intake.kind} '{name}': {value:g} is too large to forecast with "
+        raise InputError(f"'{path}' line {line}, {intake.kind} '{shown(name)}': {value:g} is too large to forecast with "
                          "(the column's spread overflows float64).\nFix the value, or rescale the column to smaller units.")
 
 
@@ -252,7 +253,7 @@ def _fill_gaps(index: pd.DatetimeIndex, values: np.ndarray, columns: list[str], 
     report.missing_values = int(missing.sum())
     complete = ~missing.any(axis=0)
     if not complete.any():
-        raise InputError(f"'{spec.path}': no timestamp has a value in every column ({', '.join(columns)}).\n"
+        raise InputError(f"'{spec.path}': no timestamp has a value in every column ({', '.join(map(shown, columns))}).\n"
                          "Check data.targets / data.covariates: some never overlap in time.")
     first, stop = int(np.argmax(complete)), len(index) - int(np.argmax(complete[::-1]))
     if first or stop < len(index):
@@ -267,7 +268,7 @@ def _fill_gaps(index: pd.DatetimeIndex, values: np.ndarray, columns: list[str], 
             report.longest_gap = {"steps": int(lengths[widest]), "column": name, "start": str(index[starts[widest]])}
         if spec.long_gaps == "fail" and lengths[widest] > spec.max_gap:
             start, end = index[starts[widest]], index[starts[widest] + lengths[widest] - 1]
-            raise InputError(f"'{spec.path}' column '{name}': a gap of {lengths[widest]} steps from {start} to {end} is "
+            raise InputError(f"'{spec.path}' column '{shown(name)}': a gap of {lengths[widest]} steps from {start} to {end} is "
                              f"longer than data.max_gap={spec.max_gap}.\n"
                              f"Set data.max_gap={lengths[widest]} to interpolate it, or data.long_gaps=mask to skip it.")
         short = lengths <= spec.max_gap
