@@ -432,3 +432,138 @@ def test_only_one_timestamp_needs_freq(tmp_path):
         load(path)
     frame, _ = load(path, freq="1h")
     assert len(frame) == 1 and np.isclose(frame["a"].iloc[0], 1)
+
+
+# --- numbers finite or refused, nothing dropped silently (issue 11) -------------------------------
+
+
+def test_infinite_values_are_missing_when_asked_and_counted(tmp_path):
+    path = write(tmp_path, table(a=[1, "inf", 3, "-Infinity", 5], b=[1, "9" * 400, 3, 4, 5]))
+    with pytest.raises(InputError, match=r"line 3, column 'a': inf is not a finite number"):
+        load(path)
+    frame, report = load(path, nonfinite="missing")
+    assert frame["a"].tolist() == [1, 2, 3, 4, 5] and frame["b"].tolist() == [1, 2, 3, 4, 5]
+    assert report.nonfinite_values == 3 and "3 infinite values" in report.lines()[0]
+
+
+def test_infinite_value_in_long_layout_names_the_sensor(tmp_path):
+    path = write(tmp_path, "timestamp,sensor,value\n2024-01-01 00:00,a,1\n2024-01-01 00:00,b,inf\n2024-01-01 01:00,a,2\n")
+    with pytest.raises(InputError, match=rf"'{re.escape(path)}' line 3, sensor 'b': inf is not a finite number"):
+        load(path, layout="long")
+
+
+def test_spread_that_overflows_names_the_largest_value(tmp_path):
+    path = write(tmp_path, table(a=[1, 2, "-1e300", 4], b=[1, 2, 3, 4]))
+    with pytest.raises(InputError, match=rf"'{re.escape(path)}' line 4, column 'a': -1e\+300 is too large"):
+        load(path)
+
+
+@pytest.mark.parametrize(("cells", "settings", "expected"), [
+    (['"10,037.7"', '"1,234,567"', "12"], {"thousands": ","}, [10037.7, 1234567, 12]),
+    (["1.234,5", "2.000", "3,25"], {"sep": ";", "decimal": ",", "thousands": "."}, [1234.5, 2000, 3.25]),
+])
+def test_thousands_separators(tmp_path, cells, settings, expected):
+    sep = settings.get("sep", ",")
+    path = write(tmp_path, f"timestamp{sep}a\n" + "".join(f"2024-01-01 0{i}:00{sep}{cell}\n" for i, cell in enumerate(cells)))
+    frame, _ = load(path, **settings)
+    assert frame["a"].tolist() == pytest.approx(expected)
+
+
+def test_thousands_separators_unread_say_which_setting_reads_them(tmp_path):
+    path = write(tmp_path, 'timestamp,a,b\n2024-01-01 00:00,"10,037.7",1\n2024-01-01 01:00,"9,999.0",2\n')
+    with pytest.raises(InputError, match=r"line 2, column 'a': '10,037.7' is not a number.*\n.*data\.thousands=','"):
+        load(path)
+
+
+def test_a_column_with_some_numbers_is_never_dropped(tmp_path):
+    path = write(tmp_path, table(a=[1, 2, 3, 4], b=[1, "oops", "broken", 4]))
+    with pytest.raises(InputError, match=r"line 3, column 'b': 'oops' is not a number \(2 such values in the column, 2 numbers\)"
+                       r".*\n.*data\.na_values.*data\.targets=\[a\]"):
+        load(path)
+
+
+def test_text_columns_are_ignored_aloud(tmp_path, capsys):
+    path = write(tmp_path, table(site=["north", "south", "east"], a=[1, 2, 3], empty=[None, None, None]))
+    frame, report = load(path)
+    assert list(frame.columns) == ["a"] and report.ignored_columns == ["site", "empty"]
+    assert "note: ignored columns with no numbers: 'site', 'empty'" in capsys.readouterr().err
+
+
+def test_duplicate_column_names_are_an_error(tmp_path):
+    path = write(tmp_path, "timestamp,a,b,a\n2024-01-01 00:00,1,2,3\n")
+    with pytest.raises(InputError, match=rf"'{re.escape(path)}': the header names column 'a' twice \(columns 2 and 4\)"):
+        load(path)
+
+
+# --- timestamps cannot blow up memory ------------------------------------------------------------
+
+
+def test_year_typo_is_refused_before_the_grid_is_built_naming_its_line(tmp_path):
+    stamps = [str(pd.Timestamp("2025-03-01") + pd.Timedelta(seconds=i)) for i in range(50)]
+    stamps[0] = "2015-03-01 00:00:00"
+    path = write(tmp_path, "timestamp,a\n" + "".join(f"{stamp},{i}\n" for i, stamp in enumerate(stamps)))
+    with pytest.raises(InputError, match=rf"'{re.escape(path)}' line 2: timestamp 2015-03-01 00:00:00 lies 3653 days 00:00:01 "
+                       r"before the rest.*would need 315,619,250 steps for 50 timestamps"):
+        load(path)
+
+
+def test_grid_far_finer_than_the_readings_needs_max_grid_factor(tmp_path):
+    path = write(tmp_path, table(freq="1h", a=list(range(300))))
+    with pytest.raises(InputError, match=r"a grid every 1min from .* would need 17,941 steps for 300 timestamps.*first '.*' line 2, "
+                       r"last '.*' line 301.*\n.*data\.max_grid_factor"):
+        load(path, freq="1min")
+    frame, report = load(path, freq="1min", max_grid_factor=100, max_gap=100)
+    assert len(frame) == 17_941 and report.steps_inserted == 17_641
+
+
+# --- files recognised for what they are, settings checked up front --------------------------------
+
+
+def test_utf8_byte_order_mark_and_explicit_utf16(tmp_path):
+    text = table(a=[1, 2, 3])
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "wide.csv").write_bytes(text.encode("utf-16"))
+    assert load(str(tmp_path / "bom.csv"))[0]["a"].tolist() == [1, 2, 3]
+    with pytest.raises(InputError, match=r"is UTF-16 text \(byte-order mark\), not a CSV text file.*\n.*data\.encoding=utf-16"):
+        load(str(tmp_path / "wide.csv"))
+    assert load(str(tmp_path / "wide.csv"), encoding="utf-16")[0]["a"].tolist() == [1, 2, 3]
+
+
+def test_tab_separator_as_typed_on_a_command_line(tmp_path):
+    path = write(tmp_path, table(a=[1, 2, 3]).replace(",", "\t"))
+    assert load(path, sep="\\t")[0]["a"].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"sep": ""}, r"data\.sep='' is not valid"),
+    ({"sep": "ab"}, r"data\.sep='ab' is not valid"),
+    ({"sep": None}, r"data\.sep=None is not valid"),
+    ({"decimal": ","}, r"data\.decimal and data\.sep are both ','"),
+    ({"decimal": "1"}, r"data\.decimal='1' is not valid"),
+    ({"thousands": "."}, r"data\.thousands and data\.decimal are both '\.'"),
+    ({"encoding": "nope"}, r"data\.encoding='nope' is not a known text encoding"),
+    ({"freq": "-1h"}, r"data\.freq='-1h' is not a positive step"),
+    ({"max_grid_factor": 0}, r"data\.max_grid_factor=0 must be at least 1"),
+])
+def test_settings_refused_before_reading(tmp_path, settings, expected):
+    with pytest.raises(InputError, match=expected):
+        load(str(tmp_path / "not-even-there.csv"), **settings)
+
+
+# --- the zero-copy path ---------------------------------------------------------------------------
+
+
+def test_clean_wide_file_is_never_copied_after_reading(tmp_path):
+    """The frame load_frame returns for a wide file with every step present once wraps the block the reader filled."""
+    from forecast import reading, regular
+    from forecast.frame import DataReport
+
+    def stages(path):
+        spec = CsvSpec(path=path)
+        intake = reading.read(spec, DataReport(files=[path]))
+        return intake, regular.regularise(intake, intake.columns(intake.data()), None)
+
+    intake, frame = stages(write(tmp_path, table(a=[1.5, 2, 3, 4], b=[5, 6, 7, 8]), "clean.csv"))
+    assert np.shares_memory(frame.to_numpy(), intake.blocks[0]) and frame["a"].tolist() == [1.5, 2, 3, 4]
+    intake, frame = stages(write(tmp_path, "timestamp,a\n2024-01-01 00:00,1\n2024-01-01 00:10,2\n2024-01-01 00:30,4\n2024-01-01 00:40,5\n", "gap.csv"))
+    assert not np.shares_memory(frame.to_numpy(), intake.blocks[0]) and frame["a"].tolist() == [1, 2, 3, 4, 5]
