@@ -565,5 +565,6 @@ def test_clean_wide_file_is_never_copied_after_reading(tmp_path):
 
     intake, frame = stages(write(tmp_path, table(a=[1.5, 2, 3, 4], b=[5, 6, 7, 8]), "clean.csv"))
     assert np.shares_memory(frame.to_numpy(), intake.blocks[0]) and frame["a"].tolist() == [1.5, 2, 3, 4]
-    intake, frame = stages(write(tmp_path, "timestamp,a\n2024-01-01 00:00,1\n2024-01-01 00:10,2\n2024-01-01 00:30,4\n2024-01-01 00:40,5\n", "gap.csv"))
+    gap = "timestamp,a\n2024-01-01 00:00,1\n2024-01-01 00:10,2\n2024-01-01 00:30,4\n2024-01-01 00:40,5\n"
+    intake, frame = stages(write(tmp_path, gap, "gap.csv"))
     assert not np.shares_memory(frame.to_numpy(), intake.blocks[0]) and frame["a"].tolist() == [1, 2, 3, 4, 5]
