@@ -85,7 +85,7 @@ class SensorDataModule(L.LightningDataModule):
         with np.errstate(all="ignore"):
             self.scaler = Scaler.fit(values[:train_end])
             scaled = self.scaler.transform(values, np.float32)   # [T, C], the one copy windows view
-        self._check_scaled(values, scaled, train_end)
+        self._check_scaled(values, scaled)
         series = torch.from_numpy(scaled)
         valid = ~np.isnan(values).any(axis=1)
         self.datasets = {}
@@ -99,9 +99,10 @@ class SensorDataModule(L.LightningDataModule):
                 start, end = self.spans[split]
                 complete = len(window_origins(self.spans[split], self.lookback, self.horizon, valid))
                 if complete >= least:
-                    raise InputError(f"data.train_stride={train_stride} and data.train_fraction={train_fraction} leave "
-                                     f"{len(origins)} of the {complete:,} training windows; at least 2 are needed.\n"
-                                     "Lower data.train_stride or raise data.train_fraction.")
+                    chosen = [f"data.{k}={v}" for k, v in {"train_stride": train_stride, "train_fraction": train_fraction}.items()
+                              if float(v) != 1]
+                    raise InputError(f"{' and '.join(chosen)} leave{'s' * (len(chosen) == 1)} {len(origins)} of the {complete:,} "
+                                     "training windows; at least 2 are needed.\nLower data.train_stride or raise data.train_fraction.")
                 raise self._too_little(f"the {split} span (rows {start}-{end}) holds {complete or 'no'} complete window"
                                        f"{'s' * (complete > 1)} of lookback {self.lookback} + horizon {self.horizon}", values,
                                        (max(0, start - self.lookback), end))
@@ -123,15 +124,15 @@ class SensorDataModule(L.LightningDataModule):
             return InputError(f"{self.path}: {what}.\nLower data.lookback / data.horizon, use a longer file, or change "
                               "data.val_fraction / data.test_fraction.", context=self.report.lines())
         if name in self.targets and len(self.targets) > 1:
-            leave = f"data.targets=[{','.join(shown(t) for t in self.targets if t != name)}]"
+            fix = f"Leave it out with data.targets=[{','.join(shown(t) for t in self.targets if t != name)}], raise"
         elif name in self.covariates:
-            leave = f"data.covariates=[{','.join(shown(c) for c in self.covariates if c != name)}]"
+            fix = f"Leave it out with data.covariates=[{','.join(shown(c) for c in self.covariates if c != name)}], raise"
         else:
-            leave = "data.targets=[...] naming other columns"
-        return InputError(f"{self.path}: {what}{why}.\nLeave it out with {leave}, raise data.max_gap to interpolate its "
-                          "gaps, or lower data.lookback / data.horizon.", context=self.report.lines())
+            fix = "Raise"
+        return InputError(f"{self.path}: {what}{why}.\n{fix} data.max_gap to interpolate its gaps, use a file where it has "
+                          "readings, or lower data.lookback / data.horizon.", context=self.report.lines())
 
-    def _check_scaled(self, values: np.ndarray, scaled: np.ndarray, train_end: int) -> None:
+    def _check_scaled(self, values: np.ndarray, scaled: np.ndarray) -> None:
         """Every column standardises to finite float32 values (a reading far outside the training span's may not)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN columns: their windows are dropped anyway

@@ -200,7 +200,7 @@ def load_frame(spec: CsvSpec) -> tuple[pd.DataFrame, DataReport]:
     intake = reading.read(spec, report)
     data = intake.data()
     columns = intake.columns(data)
-    frame = regular.regularise(intake, columns, offset)
+    frame = regular.regularise(intake, data, columns, offset)
     if report.ignored_columns:
         names = ", ".join(f"'{reading.shown(name)}'" for name in report.ignored_columns)
         print(f"note: ignored {intake.kind}s with no numbers: {names} (data report: ignored_columns)", file=sys.stderr)

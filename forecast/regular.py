@@ -1,6 +1,6 @@
 """Regularising: readings gathered by forecast/reading.py -> one value per column on a regular time grid.
 
-`regularise(intake, columns, offset)` merges rows that share a timestamp (within a file:
+`regularise(intake, data, columns, offset)` merges rows that share a timestamp (within a file:
 spec.duplicates; across files: spec.overlap, refusing disagreeing readings by default), pivots a
 long layout, checks that the grid is not far larger than the readings warrant, resamples onto it,
 checks that every column can be standardised, masks stuck values and fills or masks gaps.
@@ -26,10 +26,10 @@ _EDGE_ROWS = "incomplete rows at the edges"
 _GRID_SLACK = 1000  # steps always allowed beyond max_grid_factor x readings, so short series may have gaps
 
 
-def regularise(intake: Intake, columns: list[str], offset: pd.DateOffset | None) -> pd.DataFrame:
-    """The regular frame of `columns`: sorted DatetimeIndex named timestamp with freq set, float64 values."""
+def regularise(intake: Intake, data: pd.DataFrame, columns: list[str], offset: pd.DateOffset | None) -> pd.DataFrame:
+    """The regular frame of `columns` of intake.data(): sorted DatetimeIndex named timestamp with freq set, float64 values."""
     spec, report = intake.spec, intake.report
-    frame = _merge(intake, columns)
+    frame = _merge(intake, data, columns)
     offset = offset or _infer_step(frame.index, spec)
     _check_grid(frame.index, offset, intake)
     index, values = _resample(frame, offset, intake)
@@ -46,7 +46,7 @@ def regularise(intake: Intake, columns: list[str], offset: pd.DateOffset | None)
 # --- one row per timestamp -----------------------------------------------------------------------
 
 
-def _merge(intake: Intake, columns: list[str]) -> pd.DataFrame:
+def _merge(intake: Intake, data: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Sorted wide frame of `columns` with one row per timestamp (a long layout is pivoted here).
 
     Rows of one file that share a timestamp are combined by spec.duplicates. A timestamp in more
@@ -54,7 +54,6 @@ def _merge(intake: Intake, columns: list[str]) -> pd.DataFrame:
     spec.overlap names a policy (first or last file in name order, or mean).
     """
     spec, report = intake.spec, intake.report
-    data = intake.data()
     if spec.layout == "wide":
         data = data if list(data.columns) == columns else data[columns]
         if data.index.is_unique:

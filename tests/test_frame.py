@@ -561,7 +561,8 @@ def test_clean_wide_file_is_never_copied_after_reading(tmp_path):
     def stages(path):
         spec = CsvSpec(path=path)
         intake = reading.read(spec, DataReport(files=[path]))
-        return intake, regular.regularise(intake, intake.columns(intake.data()), None)
+        data = intake.data()
+        return intake, regular.regularise(intake, data, intake.columns(data), None)
 
     intake, frame = stages(write(tmp_path, table(a=[1.5, 2, 3, 4], b=[5, 6, 7, 8]), "clean.csv"))
     assert np.shares_memory(frame.to_numpy(), intake.blocks[0]) and frame["a"].tolist() == [1.5, 2, 3, 4]
