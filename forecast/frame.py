@@ -176,14 +176,14 @@ class DataReport:
         found += [_plural(n, noun) for n, noun in ((self.missing_codes, "missing-code value"), (self.nonfinite_values, "infinite value"),
                                                    (self.stuck_values, "stuck value")) if n]
         found += [f"{n:,} {reason if n != 1 else reason.replace('rows', 'row')} dropped" for reason, n in self.rows_dropped.items()]
-        gap = self.longest_gap
+        gap, names = self.longest_gap, lambda columns: ", ".join(map(reading.shown, columns))
         return [
             f"read {_plural(self.rows_read, 'row')} from {source}; " + ("; ".join(found) or "no duplicates, missing codes or stuck values"),
             f"{_plural(self.rows, 'row')} every {self.freq} from {self.start} to {self.end}; {_plural(self.steps_inserted, 'step')} "
             f"inserted, {_plural(self.values_interpolated, 'value')} interpolated, {self.values_masked:,} masked"
             + (f"; longest gap {_plural(gap['steps'], 'step')} in '{gap['column']}' from {gap['start']}" if gap else ""),
-            f"targets: {', '.join(self.targets)}; covariates: {', '.join(self.covariates) or 'none'}"
-            + (f"; ignored: {', '.join(self.ignored_columns)}" if self.ignored_columns else ""),
+            f"targets: {names(self.targets)}; covariates: {names(self.covariates) or 'none'}"
+            + (f"; ignored: {names(self.ignored_columns)}" if self.ignored_columns else ""),
         ]
 
 

@@ -51,6 +51,7 @@ _FORMATS = (  # leading bytes -> what the file is and what to do with it
 )
 # how numbers in another convention look, to say which setting reads them
 _GROUPED = re.compile(r"^[+-]?\d{1,3}(?P<sep>[,.' _\u00a0\u202f])\d{3}(?:(?P=sep)\d{3})*(?:[.,]\d+)?$")
+_PLAIN_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+(?:[eE][+-]?\d+)?$")
 
 
@@ -472,8 +473,14 @@ def _numbers(column: pd.Series, spec: CsvSpec) -> tuple[np.ndarray, np.ndarray]:
         text = text.str.replace(spec.thousands, "", regex=False)
     if spec.decimal != ".":
         text = text.str.replace(spec.decimal, ".", regex=False)
-    numbers = pd.to_numeric(text.where(present), errors="coerce").astype("float64")
-    return numbers.to_numpy(), (numbers.isna().to_numpy() & present & (text != "").to_numpy())
+    numbers = pd.to_numeric(text.where(present), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    failed = np.isnan(numbers) & present & (text != "").to_numpy()
+    if failed.any():                                       # digits beyond what pandas parses (4,300) are still a number
+        plain = failed & text.str.fullmatch(_PLAIN_NUMBER).fillna(False).to_numpy(dtype=bool)
+        numbers = np.array(numbers)
+        numbers[plain] = [float(value) for value in text[plain]]
+        failed &= ~plain
+    return numbers, failed
 
 
 def _hint(value: str, spec: CsvSpec) -> str | None:

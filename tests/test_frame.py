@@ -569,3 +569,11 @@ def test_clean_wide_file_is_never_copied_after_reading(tmp_path):
     gap = "timestamp,a\n2024-01-01 00:00,1\n2024-01-01 00:10,2\n2024-01-01 00:30,4\n2024-01-01 00:40,5\n"
     intake, frame = stages(write(tmp_path, gap, "gap.csv"))
     assert not np.shares_memory(frame.to_numpy(), intake.blocks[0]) and frame["a"].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_number_too_long_for_pandas_in_a_text_column_is_still_infinite(tmp_path):
+    path = write(tmp_path, 'timestamp,a\n2024-01-01 00:00,"10,037.5"\n2024-01-01 01:00,' + "9" * 500_000 + "\n2024-01-01 02:00,3.5\n")
+    with pytest.raises(InputError, match=r"line 3, column 'a': '9999.*' \(500,000 characters\) is not a finite number"):
+        load(path, thousands=",")
+    frame, report = load(path, thousands=",", nonfinite="missing")
+    assert frame["a"].tolist() == [10037.5, 5020.5, 3.5] and report.nonfinite_values == 1
