@@ -3,7 +3,7 @@
 `load_frame(spec)` reads a file, a glob or a folder of CSV files (in name order, as one series):
 
 1. checks the settings (here), before any file is opened;
-2. reads each file (forecast/reading.py): recognises what it is, parses the timestamps, turns
+2. reads each file (forecast/reading.py): recognises what it is (forecast/sniff.py), parses the timestamps, turns
    values into float64, missing-value codes into NaN and refuses cells that are not numbers or
    not finite in the columns used; resolves the target and covariate columns;
 3. regularises (forecast/regular.py): merges rows that share a timestamp (spec.duplicates within
