@@ -92,7 +92,7 @@ class Intake:
             raise InputError(f"'{files[zones.index(True)]}' has timestamps with UTC offsets, '{files[zones.index(False)]}' "
                              f"without (data.path='{self.spec.path}').\nSet data.timezone to the zone of the local timestamps.")
         data = self.parts[0] if len(self.parts) == 1 else pd.concat(self.parts)
-        if data.empty:
+        if len(data) == 0:
             raise InputError(f"'{self.spec.path}': no row has a timestamp.\nCheck data.timestamp and data.sep={self.spec.sep!r}.")
         return data
 
@@ -321,8 +321,10 @@ def _timestamp_columns(columns: list[str], path: str, spec: CsvSpec) -> list[str
             pair = [lower.get("date"), lower.get("time")]
             return pair if first.strip().lower() in ("date", "time") and all(pair) else [first]
         found = "no timestamp column"
-    raise InputError(f"'{path}' has {found} (columns: {_listed(columns)}).\n"
-                     "Set data.timestamp=NAME, or data.date_column and data.time_column.")
+    other = next((sep for sep in ";,\t|" if sep != spec.sep and len(columns) == 1 and sep in columns[0]), None)
+    fix = f"The header looks separated by {other!r}: set data.sep={other!r}." if other else \
+        "Set data.timestamp=NAME, or data.date_column and data.time_column."
+    raise InputError(f"'{path}' has {found} (columns: {_listed(columns)}).\n{fix}")
 
 
 def _listed(columns: list[str]) -> str:

@@ -42,8 +42,11 @@ def encoding(path: str, spec: CsvSpec) -> str:
     data.encoding when set; else UTF-8, or Latin-1 for a file that is not UTF-8 and holds no
     UTF-8 multi-byte character (a UTF-8 file with a broken byte is an error naming its line).
     """
-    with open(path, "rb") as file:
-        head = file.read(_HEAD_BYTES)
+    try:
+        with open(path, "rb") as file:
+            head = file.read(_HEAD_BYTES)
+    except OSError as error:
+        raise InputError(f"cannot read '{path}': {error.strerror}.\nCheck the file's permissions, or point data.path elsewhere.") from None
     if spec.encoding is not None and codecs.lookup(spec.encoding).name.startswith(("utf-16", "utf-32")):
         return spec.encoding                                  # wide text: NUL bytes and a byte-order mark are expected
     for signature, what, fix in _FORMATS:

@@ -577,3 +577,16 @@ def test_number_too_long_for_pandas_in_a_text_column_is_still_infinite(tmp_path)
         load(path, thousands=",")
     frame, report = load(path, thousands=",", nonfinite="missing")
     assert frame["a"].tolist() == [10037.5, 5020.5, 3.5] and report.nonfinite_values == 1
+
+
+def test_header_split_by_another_separator_names_it(tmp_path):
+    path = write(tmp_path, "timestamp;a;b\n2024-01-01 00:00;1;2\n")
+    with pytest.raises(InputError, match=r"has no timestamp column \(columns: timestamp;a;b\).\nThe header looks separated by ';': "
+                       r"set data\.sep=';'"):
+        load(path)
+
+
+def test_timestamps_without_readings(tmp_path):
+    path = write(tmp_path, "timestamp\n2024-01-01 00:00\n2024-01-01 01:00\n")
+    with pytest.raises(InputError, match=r"no numeric column is left to forecast"):
+        load(path)
