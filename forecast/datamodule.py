@@ -7,6 +7,7 @@ model or tracking run exists and the model can be sized from the data (channels,
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import warnings
 
 import lightning as L
@@ -57,6 +58,13 @@ class SensorDataModule(L.LightningDataModule):
         **read,
     ):
         super().__init__()
+        for setting, value in {"lookback": lookback, "horizon": horizon, "batch_size": batch_size, "train_stride": train_stride,
+                               "num_workers": num_workers, "val_fraction": val_fraction, "test_fraction": test_fraction,
+                               "train_fraction": train_fraction}.items():
+            whole = setting not in ("val_fraction", "test_fraction", "train_fraction")
+            if not isinstance(value, numbers.Integral if whole else numbers.Real) or isinstance(value, bool):
+                raise InputError(f"data.{setting}={value!r} is not a {'whole ' * whole}number.\nFix data.{setting} (conf/data/csv.yaml "
+                                 "lists every data setting with its default).")
         if int(lookback) < 1 or int(horizon) < 1:
             raise InputError(f"data.lookback and data.horizon must be positive numbers of steps, got lookback={lookback}, "
                              f"horizon={horizon}")

@@ -19,6 +19,7 @@ setting (under `data.`) that fixes it. The DataReport says what was found and ch
 from __future__ import annotations
 
 import codecs
+import numbers
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -217,6 +218,12 @@ def check_spec(spec: CsvSpec) -> pd.DateOffset | None:
     if (spec.date_column is None) != (spec.time_column is None):
         raise InputError(f"data.date_column and data.time_column go together (reading '{spec.path}').\n"
                          "Set both, or set data.timestamp to the single timestamp column.")
+    for name, value in (("max_gap", spec.max_gap), ("stuck_steps", spec.stuck_steps), ("max_grid_factor", spec.max_grid_factor)):
+        kind = numbers.Real if name == "max_grid_factor" else numbers.Integral
+        if not isinstance(value, kind) or isinstance(value, bool):
+            if value is not None or name != "stuck_steps":
+                raise InputError(f"data.{name}={value!r} is not a {'number' if kind is numbers.Real else 'whole number of steps'} "
+                                 f"(reading '{spec.path}').\nFix data.{name}; its default is {getattr(CsvSpec, name)!r}.")
     if spec.max_gap < 0 or (spec.stuck_steps is not None and spec.stuck_steps < 1):
         raise InputError(f"data.max_gap={spec.max_gap} must be >= 0 and data.stuck_steps={spec.stuck_steps} >= 1 "
                          f"(reading '{spec.path}').\nFix them; data.stuck_steps=null turns the stuck-sensor check off.")

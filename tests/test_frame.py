@@ -544,6 +544,8 @@ def test_tab_separator_as_typed_on_a_command_line(tmp_path):
     ({"encoding": "nope"}, r"data\.encoding='nope' is not a known text encoding"),
     ({"freq": "-1h"}, r"data\.freq='-1h' is not a positive step"),
     ({"max_grid_factor": 0}, r"data\.max_grid_factor=0 must be at least 1"),
+    ({"max_gap": "three"}, r"data\.max_gap='three' is not a whole number of steps"),
+    ({"stuck_steps": 2.5}, r"data\.stuck_steps=2\.5 is not a whole number of steps"),
 ])
 def test_settings_refused_before_reading(tmp_path, settings, expected):
     with pytest.raises(InputError, match=expected):

@@ -131,6 +131,7 @@ CASES = {
     "bad nonfinite policy": ({"in.csv": series()}, ["data.nonfinite=zero"], r"data\.nonfinite='zero' is not valid.*error, missing"),
     "bad overlap policy": ({"in.csv": series()}, ["data.overlap=median"], r"data\.overlap='median' is not valid"),
     "zero freq": ({"in.csv": series()}, ["data.freq=0h"], r"data\.freq='0h' is not a positive step"),
+    "lookback that is not a number": ({"in.csv": series()}, ["data.lookback=week"], r"data\.lookback='week' is not a whole number"),
     # too little data: say why
     "a sensor that stopped reporting": ({"in.csv": series(600, columns=("a", "b", "c"), cell=sensor_that_stopped)}, [],
                                         r"the val span .* holds no complete window.*column 'c' is missing in 500 of 600 rows"
