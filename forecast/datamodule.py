@@ -129,7 +129,7 @@ class SensorDataModule(L.LightningDataModule):
             name = max(missing, key=missing.get)
             why = f"; {kind} '{shown(name)}' is missing in {missing[name]:,} of {self.report.grid_steps:,} rows"
         else:
-            return InputError(f"{self.path}: {what}.\nLower data.lookback / data.horizon, use a longer file, or change "
+            return InputError(f"'{self.path}': {what}.\nLower data.lookback / data.horizon, use a longer file, or change "
                               "data.val_fraction / data.test_fraction.", context=self.report.lines())
         if name in self.targets and len(self.targets) > 1:
             fix = f"Leave it out with data.targets=[{','.join(shown(t) for t in self.targets if t != name)}], raise"
@@ -137,7 +137,7 @@ class SensorDataModule(L.LightningDataModule):
             fix = f"Leave it out with data.covariates=[{','.join(shown(c) for c in self.covariates if c != name)}], raise"
         else:
             fix = "Raise"
-        return InputError(f"{self.path}: {what}{why}.\n{fix} data.max_gap to interpolate its gaps, use a file where it has "
+        return InputError(f"'{self.path}': {what}{why}.\n{fix} data.max_gap to interpolate its gaps, use a file where it has "
                           "readings, or lower data.lookback / data.horizon.", context=self.report.lines())
 
     def _check_scaled(self, values: np.ndarray, scaled: np.ndarray) -> None:
@@ -149,7 +149,7 @@ class SensorDataModule(L.LightningDataModule):
         for column in np.flatnonzero(suspect):
             bad = ~np.isfinite(scaled[:, column]) & ~np.isnan(values[:, column])   # [T]
             row, name = int(np.argmax(bad)), self.inputs[column]
-            raise InputError(f"{self.path}: column '{shown(name)}' at {self.frame.index[row]}: {values[row, column]:g} standardised "
+            raise InputError(f"'{self.path}': column '{shown(name)}' at {self.frame.index[row]}: {values[row, column]:g} standardised "
                              f"with the training span's mean {self.scaler.mean[column]:.4g} and std {self.scaler.std[column]:.4g} "
                              "overflows float32.\nCheck that reading; if it is real, rescale the column to smaller units.",
                              context=self.report.lines())

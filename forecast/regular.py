@@ -165,11 +165,16 @@ def _check_grid(index: pd.DatetimeIndex, offset: pd.DateOffset, intake: Intake) 
         lonely = index[widest] if widest + 1 <= len(index) - widest - 1 else index[widest + 1]
         path, line = intake.line_of(lonely)
         side = "before" if lonely == index[widest] else "after"
-        raise InputError(f"'{path}' line {line}: timestamp {lonely} lies {pd.Timedelta(gaps[widest], unit='ns')} {side} the "
+        raise InputError(f"'{path}' line {line}: timestamp {lonely} lies {_duration(gaps[widest])} {side} the "
                          f"rest of the series; {what}.\nFix that timestamp (a typo in the year?) or remove the row.")
     (path_a, line_a), (path_b, line_b) = intake.line_of(index[0]), intake.line_of(index[-1])
     raise InputError(f"'{spec.path}': {what} (first '{path_a}' line {line_a}, last '{path_b}' line {line_b}).\n"
                      "Set data.freq to the step the sensors report at, or raise data.max_grid_factor for sparse data.")
+
+
+def _duration(ns: int) -> str:
+    days = ns / 86_400e9
+    return f"{days / 365.25:,.0f} years" if days >= 730 else f"{days:,.0f} days" if days >= 2 else str(pd.Timedelta(int(ns), unit="ns"))
 
 
 def _step_text(offset: pd.DateOffset) -> str:

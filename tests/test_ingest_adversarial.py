@@ -103,7 +103,7 @@ CASES = {
                                    r"in.csv': its rows have more fields than"),
     # timestamps cannot blow up memory
     "year typo in a 1-second series": ({"in.csv": series(stamps=[typo_in_year(i) for i in range(300)])}, [],
-                                       r"in.csv' line 152: timestamp 2225-03-01 00:02:30 lies .* after"),
+                                       r"in.csv' line 152: timestamp 2225-03-01 00:02:30 lies 200 years after the rest"),
     "year beyond 2262": ({"in.csv": series(stamps=[str(pd.Timestamp("2024-01-01") + pd.Timedelta(hours=i)) if i != 7 else
                                                  "2999-01-01 00:00:00" for i in range(300)])}, [],
                          r"in.csv' line 9: timestamp 2999-01-01 00:00:00 is outside"),
