@@ -261,8 +261,9 @@ def _by_key(mask: np.ndarray, sensors: np.ndarray | None, name: str):
     if sensors is None:
         yield name, np.flatnonzero(mask)
         return
-    for sensor in pd.unique(sensors[mask]):
-        yield sensor, np.flatnonzero(mask & (sensors == sensor))
+    known = mask & pd.notna(sensors)                          # rows without a sensor id are refused or dropped later
+    for sensor in pd.unique(sensors[known]):
+        yield sensor, np.flatnonzero(known & (sensors == sensor))
 
 
 def _count(counter: Counter, mask: np.ndarray, sensors: np.ndarray | None, name: str) -> None:

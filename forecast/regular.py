@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from pandas.errors import OutOfBoundsDatetime
 from pandas.tseries.frequencies import to_offset
 
 from forecast.errors import InputError
@@ -32,7 +33,13 @@ def regularise(intake: Intake, data: pd.DataFrame, columns: list[str], offset: p
     frame = _merge(intake, data, columns)
     offset = offset or _infer_step(frame.index, spec)
     _check_grid(frame.index, offset, intake)
-    index, values = _resample(frame, offset, intake)
+    try:
+        index, values = _resample(frame, offset, intake)
+    except (OverflowError, OutOfBoundsDatetime):               # a grid edge beyond the years pandas can hold
+        (path_a, line_a), (path_b, line_b) = intake.line_of(frame.index[0]), intake.line_of(frame.index[-1])
+        raise InputError(f"'{spec.path}': no regular grid every {_step_text(offset)} fits between {frame.index[0]} ('{path_a}' line "
+                         f"{line_a}) and {frame.index[-1]} ('{path_b}' line {line_b}).\nFix the timestamps (a typo in a year?), "
+                         "or set data.freq.") from None
     _check_magnitude(values, columns, intake)
     _mask_stuck(values, spec, report)
     report.grid_steps = len(index)
@@ -201,7 +208,8 @@ def _resample(frame: pd.DataFrame, offset: pd.DateOffset, intake: Intake) -> tup
             values[:, steps] = frame.to_numpy(dtype="float64").T
             report.steps_inserted = values.shape[1] - len(frame)
             return pd.date_range(start, periods=values.shape[1], freq=offset, unit="ns"), values
-    resampler = frame.resample(offset, origin=origin)
+    anchored = isinstance(offset, pd.offsets.Tick) or frame.index.tz is None  # calendar steps in a zone start at midnight
+    resampler = frame.resample(offset, **({"origin": origin} if anchored else {}))
     regular = resampler.sum(min_count=1) if spec.aggregation == "sum" else resampler.agg(spec.aggregation)
     report.steps_inserted = int((resampler.size() == 0).sum())
     return regular.index, np.array(regular.to_numpy(dtype="float64").T, order="C")

@@ -49,14 +49,18 @@ def inputs(draw) -> tuple[dict[str, bytes], dict]:
                           st.sampled_from(["a", "b", "c", "d"]), min_size=int(not odd(8)), max_size=4, unique=not odd(4)))
     header = [draw(st.sampled_from(["timestamp", "time", "date", "ts", "Timestamp"] + ["when"] * odd(4))), *names]
     step = draw(st.sampled_from([pd.Timedelta(seconds=1), pd.Timedelta(minutes=10), pd.Timedelta(hours=1), pd.Timedelta(days=1)]))
+    base = draw(st.sampled_from([BASE, pd.Timestamp("2024-03-31"), pd.Timestamp("2024-10-27")]))  # two days with a clock change
     order = draw(st.permutations(range(40))) if odd(4) else range(40)
     rows = []
     for i in list(order)[: draw(st.integers(0 if odd(4) else 2, 40))]:
-        stamp = draw(ODD_STAMP) if odd(30) else str(BASE + i * step)
+        stamp = draw(ODD_STAMP) if odd(30) else str(base + i * step)
         cells = [draw(CELL) if odd(8) else f"{np.sin(i + k) * 10:.2f}" for k in range(len(names))]
         if odd(20):
             cells = cells[: draw(st.integers(0, len(cells)))] + [draw(CELL)] * draw(st.integers(0, 2))
         rows.append([stamp, *cells])
+    long = draw(st.integers(0, 3)) == 0                           # the same readings as (timestamp, sensor, value) rows
+    if long:
+        header, rows = ["timestamp", "sensor", "value"], [[row[0], name, cell] for row in rows for name, cell in zip(names, row[1:])]
     text = io.StringIO()
     writer = csv.writer(text, delimiter=sep, lineterminator="\n")
     for row in [header, *rows]:
@@ -86,6 +90,8 @@ def inputs(draw) -> tuple[dict[str, bytes], dict]:
         "max_gap": draw(st.integers(0, 3)),
         "stuck_steps": draw(st.sampled_from([None, 2])),
         "na_values": draw(st.sampled_from([[], [-200], ["NA", -200]])),
+        "layout": "long" if long else "wide",
+        "timezone": draw(st.sampled_from([None, None, "Europe/Berlin", "UTC"])),
     }
     return files, options
 
@@ -107,7 +113,8 @@ def test_any_input_loads_into_a_finite_regular_frame_or_is_an_input_error(case):
             return
     event("loaded")
     assert isinstance(frame.index, pd.DatetimeIndex) and frame.index.freq is not None and len(frame) >= 1
-    steps = np.diff(frame.index.asi8)
+    fixed = isinstance(frame.index.freq, pd.offsets.Tick)       # else calendar steps: constant on the wall clock
+    steps = np.diff((frame.index if fixed or frame.index.tz is None else frame.index.tz_localize(None)).asi8)
     assert (steps > 0).all() and (steps == steps[0]).all() if len(steps) else True
     values = frame.to_numpy()
     assert values.dtype == np.float64 and not np.isinf(values).any()
