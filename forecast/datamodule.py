@@ -7,6 +7,8 @@ model or tracking run exists and the model can be sized from the data (channels,
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import warnings
 
 import lightning as L
 import numpy as np
@@ -15,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from forecast.errors import InputError
 from forecast.frame import CsvSpec, load_frame
+from forecast.reading import shown
 from forecast.windows import SPLITS, Scaler, ShuffledOrder, WindowDataset, as_batch, split_rows, window_origins
 
 
@@ -55,8 +58,16 @@ class SensorDataModule(L.LightningDataModule):
         **read,
     ):
         super().__init__()
+        for setting, value in {"lookback": lookback, "horizon": horizon, "batch_size": batch_size, "train_stride": train_stride,
+                               "num_workers": num_workers, "val_fraction": val_fraction, "test_fraction": test_fraction,
+                               "train_fraction": train_fraction}.items():
+            whole = setting not in ("val_fraction", "test_fraction", "train_fraction")
+            if not isinstance(value, numbers.Integral if whole else numbers.Real) or isinstance(value, bool):
+                raise InputError(f"data.{setting}={value!r} is not a {'whole ' * whole}number.\nFix data.{setting} (conf/data/csv.yaml "
+                                 "lists every data setting with its default).")
         if int(lookback) < 1 or int(horizon) < 1:
-            raise InputError(f"data.lookback and data.horizon must be positive numbers of steps, got lookback={lookback}, horizon={horizon}")
+            raise InputError(f"data.lookback and data.horizon must be positive numbers of steps, got lookback={lookback}, "
+                             f"horizon={horizon}")
         if int(batch_size) < 1 or int(train_stride) < 1:
             raise InputError(f"data.batch_size and data.train_stride must be positive, got {batch_size} and {train_stride}")
         if not 0 < float(train_fraction) <= 1:
@@ -67,7 +78,8 @@ class SensorDataModule(L.LightningDataModule):
         self.name, self.lookback, self.horizon = name, int(lookback), int(horizon)
         self.batch_size, self.num_workers, self.pin_memory = int(batch_size), int(num_workers), pin_memory
 
-        self.frame, self.report = load_frame(CsvSpec(path=str(path), **read))
+        self.path, self.long = str(path), read.get("layout") == "long"
+        self.frame, self.report = load_frame(CsvSpec(path=self.path, **read))
         self.targets, self.covariates = list(self.report.targets), list(self.report.covariates)
         self.inputs = self.targets + self.covariates
         self.target_index = list(range(len(self.targets)))       # targets come first in the frame
@@ -75,14 +87,14 @@ class SensorDataModule(L.LightningDataModule):
         values = self.frame[self.inputs].to_numpy(dtype=np.float64)  # [T, C]
         need = self.lookback + self.horizon
         if len(values) < need:
-            raise InputError(
-                f"{path}: {len(values)} rows after cleaning, fewer than lookback + horizon = {need}; "
-                "use a longer file or lower data.lookback / data.horizon"
-            )
+            raise self._too_little(f"{len(values)} rows after cleaning, fewer than lookback + horizon = {need}", values)
         self.spans = split_rows(len(values), val_fraction, test_fraction, borders)
         train_end = self.spans["train"][1]
-        self.scaler = Scaler.fit(values[:train_end])
-        series = torch.from_numpy(self.scaler.transform(values, np.float32))  # [T, C], the one copy windows view
+        with np.errstate(all="ignore"):
+            self.scaler = Scaler.fit(values[:train_end])
+            scaled = self.scaler.transform(values, np.float32)   # [T, C], the one copy windows view
+        self._check_scaled(values, scaled)
+        series = torch.from_numpy(scaled)
         valid = ~np.isnan(values).any(axis=1)
         self.datasets = {}
         for split in SPLITS:
@@ -90,13 +102,57 @@ class SensorDataModule(L.LightningDataModule):
             origins = window_origins(self.spans[split], self.lookback, self.horizon, valid, stride)
             if split == "train":
                 origins = origins[len(origins) - max(1, round(len(origins) * float(train_fraction))) :]  # the most recent
-            if len(origins) == 0:
+            least = 2 if split == "train" else 1                  # one training window teaches nothing
+            if len(origins) < least:
                 start, end = self.spans[split]
-                raise InputError(
-                    f"{path}: the {split} span (rows {start}-{end}) holds no complete window of lookback "
-                    f"{self.lookback} + horizon {self.horizon}; lower data.lookback / data.horizon or change the split"
-                )
+                complete = len(window_origins(self.spans[split], self.lookback, self.horizon, valid))
+                if complete >= least:
+                    chosen = [f"data.{k}={v}" for k, v in {"train_stride": train_stride, "train_fraction": train_fraction}.items()
+                              if float(v) != 1]
+                    raise InputError(f"{' and '.join(chosen)} leave{'s' * (len(chosen) == 1)} {len(origins)} of the {complete:,} "
+                                     "training windows; at least 2 are needed.\nLower data.train_stride or raise data.train_fraction.")
+                raise self._too_little(f"the {split} span (rows {start}-{end}) holds {complete or 'no'} complete window"
+                                       f"{'s' * (complete > 1)} of lookback {self.lookback} + horizon {self.horizon}", values,
+                                       (max(0, start - self.lookback), end))
             self.datasets[split] = WindowDataset(series, origins, self.lookback, self.horizon, self.target_index)
+
+    def _too_little(self, what: str, values: np.ndarray, rows: tuple[int, int] | None = None) -> InputError:
+        """An error about too little data naming the column whose gaps removed it, with the data report before it."""
+        span = values[slice(*rows) if rows else slice(None)]
+        masked = np.isnan(span).sum(axis=0)                        # [C] masked cells in the rows windows would use
+        missing = self.report.missing_by_column
+        kind = "sensor" if self.long else "column"
+        if masked.any():
+            name = self.inputs[int(np.argmax(masked))]
+            why = f"; {kind} '{shown(name)}' is masked in {int(masked.max()):,} of those {len(span):,} rows (gaps longer than data.max_gap)"
+        elif missing and max(missing.values()) > 0.1 * self.report.grid_steps:
+            name = max(missing, key=missing.get)
+            why = f"; {kind} '{shown(name)}' is missing in {missing[name]:,} of {self.report.grid_steps:,} rows"
+        else:
+            return InputError(f"'{self.path}': {what}.\nLower data.lookback / data.horizon, use a longer file, or change "
+                              "data.val_fraction / data.test_fraction.", context=self.report.lines())
+        if name in self.targets and len(self.targets) > 1:
+            fix = f"Leave it out with data.targets=[{','.join(shown(t) for t in self.targets if t != name)}], raise"
+        elif name in self.covariates:
+            fix = f"Leave it out with data.covariates=[{','.join(shown(c) for c in self.covariates if c != name)}], raise"
+        else:
+            fix = "Raise"
+        return InputError(f"'{self.path}': {what}{why}.\n{fix} data.max_gap to interpolate its gaps, use a file where it has "
+                          "readings, or lower data.lookback / data.horizon.", context=self.report.lines())
+
+    def _check_scaled(self, values: np.ndarray, scaled: np.ndarray) -> None:
+        """Every column standardises to finite float32 values (a reading far outside the training span's may not)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN columns: their windows are dropped anyway
+            largest = np.maximum(np.abs(np.nanmax(scaled, axis=0)), np.abs(np.nanmin(scaled, axis=0)))  # [C], no full-size temporary
+        suspect = np.isinf(largest) | np.isinf(self.scaler.mean) | np.isinf(self.scaler.std)
+        for column in np.flatnonzero(suspect):
+            bad = ~np.isfinite(scaled[:, column]) & ~np.isnan(values[:, column])   # [T]
+            row, name = int(np.argmax(bad)), self.inputs[column]
+            raise InputError(f"'{self.path}': column '{shown(name)}' at {self.frame.index[row]}: {values[row, column]:g} standardised "
+                             f"with the training span's mean {self.scaler.mean[column]:.4g} and std {self.scaler.std[column]:.4g} "
+                             "overflows float32.\nCheck that reading; if it is real, rescale the column to smaller units.",
+                             context=self.report.lines())
 
     @property
     def n_inputs(self) -> int:

@@ -29,7 +29,8 @@ def split_rows(n_rows: int, val_fraction: float, test_fraction: float, borders: 
         if len(borders) != 3 or not 0 < borders[0] < borders[1] < borders[2]:
             raise InputError(f"data.borders must be three increasing row numbers [train_end, val_end, test_end], got {list(borders)}")
         if borders[2] > n_rows:
-            raise InputError(f"data.borders ends at row {borders[2]} but the series has {n_rows} rows; lower data.borders or use fractions (data.borders=null)")
+            raise InputError(f"data.borders ends at row {borders[2]} but the series has {n_rows} rows; "
+                             "lower data.borders or use fractions (data.borders=null)")
         a, b, c = (int(v) for v in borders)
     else:
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):

@@ -196,10 +196,45 @@ def test_folder_of_two_drops_is_one_series(tmp_path):
     write(tmp_path / "drops", table("2024-01-01 00:30", a=[3, 4, 5]), "2024-02.csv")
     write(tmp_path / "drops", table("2024-01-01 00:00", a=[0, 1, 2, 7]), "2024-01.csv")
     (tmp_path / "drops" / "notes.txt").write_text("not data")
-    frame, report = load(str(tmp_path / "drops"))
+    frame, report = load(str(tmp_path / "drops"), overlap="mean")
     assert frame["a"].tolist() == [0, 1, 2, 5, 4, 5]  # 00:30 in both drops -> mean of 7 and 3
     assert [p.rsplit("/", 1)[1] for p in report.files] == ["2024-01.csv", "2024-02.csv"]
-    assert report.rows_read == 7 and report.duplicates == 1
+    assert report.rows_read == 7 and (report.duplicates, report.overlaps, report.overlap_conflicts) == (0, 1, 1)
+    assert "1 timestamp in more than one file (1 differing, kept mean)" in report.lines()[0]
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("first", 7.0), ("last", 3.0)])
+def test_overlap_policy_first_and_last_follow_name_order(tmp_path, policy, expected):
+    write(tmp_path, table("2024-01-01 00:30", a=[3, 4, 5]), "2024-02.csv")
+    write(tmp_path, table("2024-01-01 00:00", a=[0, 1, 2, 7]), "2024-01.csv")
+    frame, _ = load(str(tmp_path), overlap=policy)
+    assert frame["a"].tolist() == [0, 1, 2, expected, 4, 5]
+
+
+def test_disagreeing_drops_are_an_error_naming_both_files_and_the_first_timestamp(tmp_path):
+    first = write(tmp_path, table("2024-01-01 00:00", a=[0, 1, 2, 7, 8], b=[1, 1, 1, 1, 1]), "2024-01.csv")
+    second = write(tmp_path, table("2024-01-01 00:20", a=[2, 3, 9], b=[1, 1, 1]), "2024-02.csv")
+    with pytest.raises(InputError, match=rf"'{re.escape(first)}' line 5 and '{re.escape(second)}' line 3 disagree at "
+                       r"2024-01-01 00:30:00 \(column 'a': 7 vs 3; 2 timestamps with differing readings\).*\n.*data\.overlap"):
+        load(str(tmp_path))
+
+
+def test_identical_overlap_within_file_duplicates_keep_their_policy(tmp_path):
+    write(tmp_path, table("2024-01-01 00:00", a=[0, 1, 2]), "1.csv")
+    write(tmp_path, "timestamp,a\n2024-01-01 00:20:00,2\n2024-01-01 00:30:00,3\n2024-01-01 00:30:00,5\n", "2.csv")
+    frame, report = load(str(tmp_path))
+    assert frame["a"].tolist() == [0, 1, 2, 4] and (report.duplicates, report.overlaps, report.overlap_conflicts) == (1, 1, 0)
+    assert "1 timestamp in more than one file (identical)" in report.lines()[0]
+
+
+def test_long_layout_overlap_is_per_sensor(tmp_path):
+    write(tmp_path, "timestamp,sensor,value\n2024-01-01 00:00,a,1\n2024-01-01 00:00,b,2\n2024-01-01 01:00,a,3\n", "1.csv")
+    second = write(tmp_path, "timestamp,sensor,value\n2024-01-01 01:00,a,3\n2024-01-01 01:00,b,4\n"
+                   "2024-01-01 02:00,a,5\n2024-01-01 02:00,b,6\n2024-01-01 00:00,b,2.5\n", "2.csv")
+    with pytest.raises(InputError, match=rf"1.csv' line 3 and '{re.escape(second)}' line 6 disagree at 2024-01-01 00:00:00 \(sensor 'b'"):
+        load(str(tmp_path), layout="long")
+    frame, report = load(str(tmp_path), layout="long", overlap="last")
+    assert frame["b"].tolist() == [2.5, 4, 6] and report.overlaps == 2
 
 
 def test_glob(tmp_path):
@@ -293,13 +328,15 @@ def test_timestamp_that_does_not_match_time_format(tmp_path):
 
 def test_non_numeric_value_in_target(tmp_path):
     path = write(tmp_path, table(a=[1, 2, "2.5.1", 4], b=[1, 2, 3, 4]))
-    with pytest.raises(InputError, match=rf"'{re.escape(path)}' line 4, column 'a': '2.5.1' is not a number.*\n.*data\.na_values.*data\.decimal"):
+    with pytest.raises(InputError, match=rf"'{re.escape(path)}' line 4, column 'a': '2.5.1' is not a number"
+                       r".*\n.*data\.na_values.*data\.decimal"):
         load(path)
 
 
-def test_decimal_commas_read_with_the_wrong_setting_leave_nothing_to_forecast(tmp_path):
+def test_decimal_commas_read_with_the_wrong_setting_name_the_setting(tmp_path):
     path = write(tmp_path, 'timestamp;a\n2024-01-01 00:00;"2,5"\n2024-01-01 00:10;"3,5"\n')
-    with pytest.raises(InputError, match=r"no numeric column is left to forecast \(text: a\).*\n.*data\.decimal='\.'"):
+    with pytest.raises(InputError, match=r"line 2, column 'a': '2,5' is not a number \(2 such values in the column, no numbers\)"
+                       r".*\n.*data\.decimal=','"):
         load(path, sep=";")
 
 
@@ -337,27 +374,30 @@ def test_all_empty_column_named(tmp_path):
 
 def test_duplicates_error_shows_timestamp_and_lines(tmp_path):
     path = write(tmp_path, "timestamp,a\n2024-01-01 00:00,0\n2024-01-01 01:00,1\n2024-01-01 01:00,3\n")
-    with pytest.raises(InputError, match=rf"timestamp 2024-01-01 01:00:00 occurs more than once \('{re.escape(path)}' line 3, '{re.escape(path)}' line 4\)"):
+    with pytest.raises(InputError, match=rf"timestamp 2024-01-01 01:00:00 occurs more than once "
+                       rf"\('{re.escape(path)}' line 3, '{re.escape(path)}' line 4\)"):
         load(path, duplicates="error")
 
 
-def test_duplicates_error_across_files(tmp_path):
+def test_duplicates_error_is_within_files_only(tmp_path):
     write(tmp_path, table("2024-01-01 00:00", a=[0, 1, 2]), "1.csv")
     write(tmp_path, "timestamp,a\n\n2024-01-01 00:20:00,2\n2024-01-01 00:30:00,3\n", "2.csv")
-    with pytest.raises(InputError, match=r"00:20:00 occurs more than once \('.*1.csv' line 4, '.*2.csv' line 3\)"):
-        load(str(tmp_path), duplicates="error")
+    frame, report = load(str(tmp_path), duplicates="error")
+    assert frame["a"].tolist() == [0, 1, 2, 3] and (report.duplicates, report.overlaps) == (0, 1)
 
 
 def test_duplicates_error_in_long_layout_names_the_sensor(tmp_path):
     path = write(tmp_path, "timestamp,sensor,value\n2024-01-01 00:00,a,1\n2024-01-01 00:00,b,2\n"
                  "2024-01-01 01:00,b,3\n2024-01-01 01:00,b,4\n2024-01-01 01:00,a,5\n")
-    with pytest.raises(InputError, match=rf"01:00:00 occurs more than once for sensor 'b' \('{re.escape(path)}' line 4, '{re.escape(path)}' line 5\)"):
+    with pytest.raises(InputError, match=rf"01:00:00 occurs more than once for sensor 'b' "
+                       rf"\('{re.escape(path)}' line 4, '{re.escape(path)}' line 5\)"):
         load(path, layout="long", duplicates="error")
 
 
 def test_long_gap_fails_when_asked(tmp_path):
     path = write(tmp_path, table(a=[1, None, None, None, None, 6]))
-    with pytest.raises(InputError, match=rf"'{re.escape(path)}' column 'a': a gap of 4 steps from 2024-01-01 00:10:00 to 2024-01-01 00:40:00.*\n.*data\.max_gap=4.*data\.long_gaps=mask"):
+    with pytest.raises(InputError, match=rf"'{re.escape(path)}' column 'a': a gap of 4 steps from 2024-01-01 00:10:00 to "
+                       r"2024-01-01 00:40:00.*\n.*data\.max_gap=4.*data\.long_gaps=mask"):
         load(path, long_gaps="fail")
 
 
@@ -392,3 +432,163 @@ def test_only_one_timestamp_needs_freq(tmp_path):
         load(path)
     frame, _ = load(path, freq="1h")
     assert len(frame) == 1 and np.isclose(frame["a"].iloc[0], 1)
+
+
+# --- numbers finite or refused, nothing dropped silently (issue 11) -------------------------------
+
+
+def test_infinite_values_are_missing_when_asked_and_counted(tmp_path):
+    path = write(tmp_path, table(a=[1, "inf", 3, "-Infinity", 5], b=[1, "9" * 400, 3, 4, 5]))
+    with pytest.raises(InputError, match=r"line 3, column 'a': inf is not a finite number"):
+        load(path)
+    frame, report = load(path, nonfinite="missing")
+    assert frame["a"].tolist() == [1, 2, 3, 4, 5] and frame["b"].tolist() == [1, 2, 3, 4, 5]
+    assert report.nonfinite_values == 3 and "3 infinite values" in report.lines()[0]
+
+
+def test_infinite_value_in_long_layout_names_the_sensor(tmp_path):
+    path = write(tmp_path, "timestamp,sensor,value\n2024-01-01 00:00,a,1\n2024-01-01 00:00,b,inf\n2024-01-01 01:00,a,2\n")
+    with pytest.raises(InputError, match=rf"'{re.escape(path)}' line 3, sensor 'b': inf is not a finite number"):
+        load(path, layout="long")
+
+
+def test_spread_that_overflows_names_the_largest_value(tmp_path):
+    path = write(tmp_path, table(a=[1, 2, "-1e300", 4], b=[1, 2, 3, 4]))
+    with pytest.raises(InputError, match=rf"'{re.escape(path)}' line 4, column 'a': -1e\+300 is too large"):
+        load(path)
+
+
+@pytest.mark.parametrize(("cells", "settings", "expected"), [
+    (['"10,037.7"', '"1,234,567"', "12"], {"thousands": ","}, [10037.7, 1234567, 12]),
+    (["1.234,5", "2.000", "3,25"], {"sep": ";", "decimal": ",", "thousands": "."}, [1234.5, 2000, 3.25]),
+])
+def test_thousands_separators(tmp_path, cells, settings, expected):
+    sep = settings.get("sep", ",")
+    path = write(tmp_path, f"timestamp{sep}a\n" + "".join(f"2024-01-01 0{i}:00{sep}{cell}\n" for i, cell in enumerate(cells)))
+    frame, _ = load(path, **settings)
+    assert frame["a"].tolist() == pytest.approx(expected)
+
+
+def test_thousands_separators_unread_say_which_setting_reads_them(tmp_path):
+    path = write(tmp_path, 'timestamp,a,b\n2024-01-01 00:00,"10,037.7",1\n2024-01-01 01:00,"9,999.0",2\n')
+    with pytest.raises(InputError, match=r"line 2, column 'a': '10,037.7' is not a number.*\n.*data\.thousands=','"):
+        load(path)
+
+
+def test_a_column_with_some_numbers_is_never_dropped(tmp_path):
+    path = write(tmp_path, table(a=[1, 2, 3, 4], b=[1, "oops", "broken", 4]))
+    with pytest.raises(InputError, match=r"line 3, column 'b': 'oops' is not a number \(2 such values in the column, 2 numbers\)"
+                       r".*\n.*data\.na_values.*data\.targets=\[a\]"):
+        load(path)
+
+
+def test_text_columns_are_ignored_aloud(tmp_path, capsys):
+    path = write(tmp_path, table(site=["north", "south", "east"], a=[1, 2, 3], empty=[None, None, None]))
+    frame, report = load(path)
+    assert list(frame.columns) == ["a"] and report.ignored_columns == ["site", "empty"]
+    assert "note: ignored columns with no numbers: 'site', 'empty'" in capsys.readouterr().err
+
+
+def test_duplicate_column_names_are_an_error(tmp_path):
+    path = write(tmp_path, "timestamp,a,b,a\n2024-01-01 00:00,1,2,3\n")
+    with pytest.raises(InputError, match=rf"'{re.escape(path)}': the header names column 'a' twice \(columns 2 and 4\)"):
+        load(path)
+
+
+# --- timestamps cannot blow up memory ------------------------------------------------------------
+
+
+def test_year_typo_is_refused_before_the_grid_is_built_naming_its_line(tmp_path):
+    stamps = [str(pd.Timestamp("2025-03-01") + pd.Timedelta(seconds=i)) for i in range(50)]
+    stamps[0] = "2015-03-01 00:00:00"
+    path = write(tmp_path, "timestamp,a\n" + "".join(f"{stamp},{i}\n" for i, stamp in enumerate(stamps)))
+    with pytest.raises(InputError, match=rf"'{re.escape(path)}' line 2: timestamp 2015-03-01 00:00:00 lies 10 years "
+                       r"before the rest.*would need 315,619,250 steps for 50 timestamps"):
+        load(path)
+
+
+def test_grid_far_finer_than_the_readings_needs_max_grid_factor(tmp_path):
+    path = write(tmp_path, table(freq="1h", a=list(range(300))))
+    with pytest.raises(InputError, match=r"a grid every 1min from .* would need 17,941 steps for 300 timestamps.*first '.*' line 2, "
+                       r"last '.*' line 301.*\n.*data\.max_grid_factor"):
+        load(path, freq="1min")
+    frame, report = load(path, freq="1min", max_grid_factor=100, max_gap=100)
+    assert len(frame) == 17_941 and report.steps_inserted == 17_641
+
+
+# --- files recognised for what they are, settings checked up front --------------------------------
+
+
+def test_utf8_byte_order_mark_and_explicit_utf16(tmp_path):
+    text = table(a=[1, 2, 3])
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "wide.csv").write_bytes(text.encode("utf-16"))
+    assert load(str(tmp_path / "bom.csv"))[0]["a"].tolist() == [1, 2, 3]
+    with pytest.raises(InputError, match=r"is UTF-16 text \(byte-order mark\), not a CSV text file.*\n.*data\.encoding=utf-16"):
+        load(str(tmp_path / "wide.csv"))
+    assert load(str(tmp_path / "wide.csv"), encoding="utf-16")[0]["a"].tolist() == [1, 2, 3]
+
+
+def test_tab_separator_as_typed_on_a_command_line(tmp_path):
+    path = write(tmp_path, table(a=[1, 2, 3]).replace(",", "\t"))
+    assert load(path, sep="\\t")[0]["a"].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"sep": ""}, r"data\.sep='' is not valid"),
+    ({"sep": "ab"}, r"data\.sep='ab' is not valid"),
+    ({"sep": None}, r"data\.sep=None is not valid"),
+    ({"decimal": ","}, r"data\.decimal and data\.sep are both ','"),
+    ({"decimal": "1"}, r"data\.decimal='1' is not valid"),
+    ({"thousands": "."}, r"data\.thousands and data\.decimal are both '\.'"),
+    ({"encoding": "nope"}, r"data\.encoding='nope' is not a known text encoding"),
+    ({"freq": "-1h"}, r"data\.freq='-1h' is not a positive step"),
+    ({"max_grid_factor": 0}, r"data\.max_grid_factor=0 must be at least 1"),
+    ({"max_gap": "three"}, r"data\.max_gap='three' is not a whole number of steps"),
+    ({"stuck_steps": 2.5}, r"data\.stuck_steps=2\.5 is not a whole number of steps"),
+])
+def test_settings_refused_before_reading(tmp_path, settings, expected):
+    with pytest.raises(InputError, match=expected):
+        load(str(tmp_path / "not-even-there.csv"), **settings)
+
+
+# --- the zero-copy path ---------------------------------------------------------------------------
+
+
+def test_clean_wide_file_is_never_copied_after_reading(tmp_path):
+    """The frame load_frame returns for a wide file with every step present once wraps the block the reader filled."""
+    from forecast import reading, regular
+    from forecast.frame import DataReport
+
+    def stages(path):
+        spec = CsvSpec(path=path)
+        intake = reading.read(spec, DataReport(files=[path]))
+        data = intake.data()
+        return intake, regular.regularise(intake, data, intake.columns(data), None)
+
+    intake, frame = stages(write(tmp_path, table(a=[1.5, 2, 3, 4], b=[5, 6, 7, 8]), "clean.csv"))
+    assert np.shares_memory(frame.to_numpy(), intake.blocks[0]) and frame["a"].tolist() == [1.5, 2, 3, 4]
+    gap = "timestamp,a\n2024-01-01 00:00,1\n2024-01-01 00:10,2\n2024-01-01 00:30,4\n2024-01-01 00:40,5\n"
+    intake, frame = stages(write(tmp_path, gap, "gap.csv"))
+    assert not np.shares_memory(frame.to_numpy(), intake.blocks[0]) and frame["a"].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_number_too_long_for_pandas_in_a_text_column_is_still_infinite(tmp_path):
+    path = write(tmp_path, 'timestamp,a\n2024-01-01 00:00,"10,037.5"\n2024-01-01 01:00,' + "9" * 500_000 + "\n2024-01-01 02:00,3.5\n")
+    with pytest.raises(InputError, match=r"line 3, column 'a': '9999.*' \(500,000 characters\) is not a finite number"):
+        load(path, thousands=",")
+    frame, report = load(path, thousands=",", nonfinite="missing")
+    assert frame["a"].tolist() == [10037.5, 5020.5, 3.5] and report.nonfinite_values == 1
+
+
+def test_header_split_by_another_separator_names_it(tmp_path):
+    path = write(tmp_path, "timestamp;a;b\n2024-01-01 00:00;1;2\n")
+    with pytest.raises(InputError, match=r"has no timestamp column \(columns: timestamp;a;b\).\nThe header looks separated by ';': "
+                       r"set data\.sep=';'"):
+        load(path)
+
+
+def test_timestamps_without_readings(tmp_path):
+    path = write(tmp_path, "timestamp\n2024-01-01 00:00\n2024-01-01 01:00\n")
+    with pytest.raises(InputError, match=r"no numeric column is left to forecast"):
+        load(path)
