@@ -323,7 +323,7 @@ def _timestamp_columns(columns: list[str], path: str, spec: CsvSpec) -> list[str
             return pair if first.strip().lower() in ("date", "time") and all(pair) else [first]
         found = "no timestamp column"
     other = next((sep for sep in ";,\t|" if sep != spec.sep and len(columns) == 1 and sep in columns[0]), None)
-    fix = f"The header looks separated by {other!r}: set data.sep={other!r}." if other else \
+    fix = f"The header looks separated by {other!r}: set \"data.sep={other!r}\" (quoted so that Hydra reads it)." if other else \
         "Set data.timestamp=NAME, or data.date_column and data.time_column."
     raise InputError(f"'{path}' has {found} (columns: {_listed(columns)}).\n{fix}")
 
@@ -415,7 +415,7 @@ def _hint(value: str, spec: CsvSpec) -> str | None:
     value = value.strip()
     grouped = _GROUPED.match(value)
     if grouped and spec.thousands is None and grouped["sep"] != spec.decimal:
-        return f"set data.thousands={grouped['sep']!r} to read thousands separators"
+        return f"set \"data.thousands={grouped['sep']!r}\" (quoted for Hydra) to read thousands separators"
     if _DECIMAL_COMMA.match(value) and spec.decimal != ",":
         return "set data.decimal=',' (with data.sep=';' for most European exports) to read decimal commas"
     return None

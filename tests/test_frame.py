@@ -584,7 +584,7 @@ def test_number_too_long_for_pandas_in_a_text_column_is_still_infinite(tmp_path)
 def test_header_split_by_another_separator_names_it(tmp_path):
     path = write(tmp_path, "timestamp;a;b\n2024-01-01 00:00;1;2\n")
     with pytest.raises(InputError, match=r"has no timestamp column \(columns: timestamp;a;b\).\nThe header looks separated by ';': "
-                       r"set data\.sep=';'"):
+                       r"set \"data\.sep=';'\""):
         load(path)
 
 
