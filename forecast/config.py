@@ -6,6 +6,8 @@ composes its config.
 
 from __future__ import annotations
 
+import os
+
 import hydra
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -20,6 +22,7 @@ def register_resolvers() -> None:
     """The `${name:}` resolvers the configs in conf/ use (idempotent)."""
     OmegaConf.register_new_resolver("sample_csv", sample.default_path, replace=True)
     OmegaConf.register_new_resolver("mixed_precision", mixed_precision, replace=True)
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)   # one value per config, as Hydra's ${now:}
 
 
 def mixed_precision() -> str:

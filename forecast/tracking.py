@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from forecast.errors import InputError
+from forecast.errors import InputError, Interrupted, JobFailed
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -71,9 +71,23 @@ def start_run(experiment_id: str, name: str, tags: dict[str, str]):
     with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
         try:
             yield run
-        except KeyboardInterrupt:
+        except (Interrupted, KeyboardInterrupt) as e:   # a signal: KILLED here, before MLflow's own exit marks it FAILED
             mlflow.end_run("KILLED")
+            if isinstance(e, Interrupted):
+                e.killed.append(run.info.run_id)
             raise
+
+
+def finite(metrics: dict[str, float], what: str) -> dict[str, float]:
+    """`metrics`, unchanged, when every value is finite; else JobFailed naming the first non-finite ones.
+
+    Called before anything is logged as a run's result, so no run ends FINISHED with NaN or inf.
+    """
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
+    if bad:
+        shown = ", ".join(f"{k}={v}" for k, v in list(bad.items())[:4])
+        raise JobFailed(f"{what}: {shown} is not finite; nothing was logged as a model or registered")
+    return metrics
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:
