@@ -12,6 +12,7 @@ Every command's body runs inside `reported()`:
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 
@@ -55,7 +56,12 @@ class Interrupted(BaseException):
         return 128 + self.signum                  # what a shell reports for a process killed by the signal
 
 
+_OWNER = [0]                                      # the process that installed the handlers
+
+
 def _raise(signum, frame) -> None:
+    if os.getpid() != _OWNER[0]:                  # a forked child (a DataLoader worker) inherited the handler:
+        raise KeyboardInterrupt                   # it stops as it would by default, and the command reports the signal
     for sig in SIGNALS:                           # a second Ctrl-C must not cut the clean-up short
         signal.signal(sig, signal.SIG_IGN)
     raise Interrupted(signum)
@@ -69,6 +75,7 @@ def reported():
     Hydra multirun therefore stops at the first signal); the active MLflow run(s) end KILLED.
     """
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    _OWNER[0] = os.getpid()
     for sig in SIGNALS:
         signal.signal(sig, _raise)
     try:
