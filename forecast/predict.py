@@ -9,7 +9,8 @@ model brings its lookback L, horizon H, columns and frequency, and the data must
 Without `span`, it writes the next H steps after the last reading: one row per future timestamp,
 one column per target, in the data's units, and `last_reading`, the origin the forecast starts
 after. That origin is the end of the data: when a sensor's latest readings are missing it is an
-error naming the sensor, unless allow_stale=true accepts the earlier origin (and says so). With `span=test` (or train, val, all) it forecasts
+error naming the sensor, unless allow_stale=true accepts the earlier origin (and says so).
+With `span=test` (or train, val, all) it forecasts
 from every complete window of that span, beside the actual values (a backtest).
 Bad input ends with `error: ...` and exit status 2. Settings: conf/predict.yaml.
 """

@@ -131,7 +131,8 @@ def fits(data, contender: Contender) -> str | None:
     except InputError as e:
         return str(e).splitlines()[0]
     if m.horizon != data.horizon or list(m.targets) != data.targets:
-        return f"it forecasts {m.horizon} steps of {', '.join(m.targets)}; this data gives {data.horizon} steps of {', '.join(data.targets)}"
+        return (f"it forecasts {m.horizon} steps of {', '.join(m.targets)}; "
+                f"this data gives {data.horizon} steps of {', '.join(data.targets)}")
     return None
 
 
@@ -200,7 +201,7 @@ def promote(client: MlflowClient, cfg: DictConfig, name: str, winner: Contender,
 
 
 def record(scores: dict[str, dict | str], contenders: dict[str, Contender], decision: Decision, failed: list[str]) -> None:
-    """The decision as tags, the finite holdout metrics (`<contender>/<metric>`, `baseline/<metric>`) and contenders.json, on the retrain run.
+    """The decision as tags, the finite holdout metrics (`<contender>/<metric>`, `baseline/<metric>`) and contenders.json.
 
     A score that is not finite, or a contender that could not be scored, is recorded as text (in
     contenders.json and the `left_out` tag), never as a metric.

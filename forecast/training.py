@@ -112,8 +112,9 @@ def check_settings(cfg: DictConfig) -> None:
         return                                                   # the data module names the bad lookback or horizon
     segment = cfg.model.get("segment_len")
     if cfg.model.get("network", "recurrent") == "recurrent" and isinstance(segment, int) and segment > lookback:
+        divisor = max(d for d in range(1, lookback // 2 + 1) if lookback % d == 0)
         raise InputError(f"model.segment_len={segment} is longer than data.lookback={lookback}: a window would be one padded segment.\n"
-                         f"Set model.segment_len to at most {lookback} (a divisor of it, e.g. {max(d for d in range(1, lookback // 2 + 1) if lookback % d == 0)}).")
+                         f"Set model.segment_len to at most {lookback} (a divisor of it, e.g. {divisor}).")
     config.build(cfg.model, lookback=lookback, horizon=horizon, n_inputs=1, target_index=[0])
 
 
@@ -155,7 +156,8 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(forecast.__file__).parent / "served_model.py"), artifacts={"bundle": str(bundle)},
             code_paths=[str(Path(forecast.__file__).parent)], input_example=example,
-            signature=ModelSignature(outputs=infer_signature(example, served.predict(None, example)).outputs),   # the model checks its input
+            # outputs only: the model checks its input itself (pyfunc.py), so MLflow's schema errors never answer for it
+            signature=ModelSignature(outputs=infer_signature(example, served.predict(None, example)).outputs),
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "pandas", "numpy"],
             registered_model_name=cfg.tracking.register or None,
         )

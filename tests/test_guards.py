@@ -163,8 +163,10 @@ BAD = {   # payload -> what the message says
                           "beyond any scale"),
     "text": (lambda: payload(changes={("a", 9): "abc"}), "model input column a in row 10 holds 'abc', not a number"),
     "true/false": (lambda: payload(changes={("a", 9): True}), "model input column a holds true/false values"),
-    "bad timestamp": (lambda: payload(changes={("timestamp", 8): "yesterday"}), "model input timestamp in row 9 is 'yesterday', not a date"),
-    "numeric timestamp": (lambda: payload(changes={("timestamp", 8): 1735722000}), "model input timestamp in row 9 is 1735722000, not a date"),
+    "bad timestamp": (lambda: payload(changes={("timestamp", 8): "yesterday"}),
+                      "model input timestamp in row 9 is 'yesterday', not a date"),
+    "numeric timestamp": (lambda: payload(changes={("timestamp", 8): 1735722000}),
+                          "model input timestamp in row 9 is 1735722000, not a date"),
     "out of order": (lambda: payload().iloc[::-1], "model input timestamp in row 6 is 2025-01-01 06:00:00 after 2025-01-01 07:00:00"),
     "gap in time": (lambda: payload().drop(index=9), "model input timestamp in row 10 is 2025-01-01 10:00:00 after 2025-01-01 08:00:00"),
 }

@@ -105,7 +105,9 @@ def cell(row: int, column: int, value):
     return lambda split: split["data"][row].__setitem__(column, value)
 
 
-BAD = {   # payload change -> the start of the one-line message (columns: timestamp, outdoor_temp_c, indoor_temp_c, humidity_pct, co2_ppm, power_kw)
+# payload change -> the start of the one-line message
+# (columns: timestamp, outdoor_temp_c, indoor_temp_c, humidity_pct, co2_ppm, power_kw)
+BAD = {
     "Infinity": (cell(-1, 5, math.inf), "model input column power_kw holds inf at "),
     "1e308 whose scaling overflows": (cell(-1, 4, 1e308), "model input column co2_ppm holds 1e+308 at "),
     "-1e308": (cell(0, 1, -1e308), "model input column outdoor_temp_c holds -1e+308 at "),
@@ -118,7 +120,7 @@ BAD = {   # payload change -> the start of the one-line message (columns: timest
     "text in a number column": (cell(11, 3, "abc"), "model input column humidity_pct in row 12 holds 'abc', not a number"),
     "bad timestamp": (cell(20, 0, "yesterday"), "model input timestamp in row 21 is 'yesterday', not a date and time"),
     "timestamps out of order": (lambda split: split["data"].reverse(), "model input timestamp in row 2 is "),
-    "a missing row": (lambda split: split["data"].pop(30), "model input timestamp in row 31 is "),
+    "a repeated timestamp": (lambda split: split["data"][30].__setitem__(0, split["data"][31][0]), "model input timestamp in row 31 is "),
 }
 
 

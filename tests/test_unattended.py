@@ -86,10 +86,16 @@ def assert_truthful_store(folder: Path) -> None:
             assert source.info.status == "FINISHED" and all(math.isfinite(x) for x in source.data.metrics.values())
 
 
+def with_train_args(value: str) -> list[str]:
+    """conftest's RETRAIN settings with train_args replaced (Hydra refuses the same key twice)."""
+    return [a for a in RETRAIN if not a.startswith("train_args")] + [f"train_args={value}"]
+
+
 def popen(module: str, *args: str, cwd: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
     env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def stop_after(process: subprocess.Popen, text: str, sig: int, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -177,12 +183,26 @@ def service(champion, tmp_path_factory):
 def test_a_retrain_whose_challenger_diverges_exits_1_and_changes_nothing(service):
     before = versions(service)
     alias = store(service).get_registered_model("forecast").aliases["champion"]
-    args = [a for a in RETRAIN if not a.startswith("train_args")] + ['train_args=["model.hidden_size=8","trainer.max_epochs=1","model.lr=1e30"]']
+    args = with_train_args('["model.hidden_size=8","trainer.max_epochs=1","model.lr=1e30"]')
     done = run_cli("forecast.retrain", *args, cwd=service)
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr, done.stderr[-3000:]
     assert "train/loss became nan" in done.stderr and "challenger gru failed (exit status 1)" in done.stdout
     assert f"decision: keep forecast/{alias}" in done.stdout
     assert versions(service) == before and store(service).get_registered_model("forecast").aliases["champion"] == alias
+    assert_truthful_store(service)
+
+
+def test_a_retrain_stopped_by_sigterm_passes_it_on_and_both_runs_end_killed(service):
+    before = versions(service)
+    args = with_train_args('["model.hidden_size=8","trainer.max_epochs=50","patience=50"]')
+    done = stop_after(popen("forecast.retrain", *args, cwd=service), "epoch   1:", signal.SIGTERM)
+    assert_clean(done, 143)
+    client = store(service)
+    (retrain,) = client.search_runs([client.get_experiment_by_name("forecast").experiment_id], "tags.kind = 'retrain'", max_results=1)
+    (child,) = client.search_runs([retrain.info.experiment_id], f"tags.mlflow.parentRunId = '{retrain.info.run_id}'")
+    assert retrain.info.status == "KILLED" and child.info.status == "KILLED"
+    assert f"interrupted by SIGTERM; run {retrain.info.run_id} marked KILLED" in done.stderr
+    assert versions(service) == before
     assert_truthful_store(service)
 
 
@@ -287,7 +307,8 @@ def test_an_unwritable_output_folder_is_refused_up_front(champion, tmp_path):
 
 def test_a_sensor_whose_latest_readings_are_missing_is_an_error_naming_it(predicted):
     done, out = predicted
-    assert_clean(done["stale sensor"], 2, "the data ends at 2025-03-09 11:30:00 but power_kw (last reading 2025-03-09 01:30:00) stopped earlier",
+    assert_clean(done["stale sensor"], 2,
+                 "the data ends at 2025-03-09 11:30:00 but power_kw (last reading 2025-03-09 01:30:00) stopped earlier",
                  "set allow_stale=true to forecast from 2025-03-09 01:30:00")
     assert not (out / "stale.csv").exists()
 
@@ -315,11 +336,12 @@ REFUSED = {   # command, arguments -> what the message names
     "unknown precision": ("forecast.train", [*TINY, "trainer.precision=17"], ["bad setting in lightning.Trainer", "17"]),
     "retrain margin": ("forecast.retrain", [*RETRAIN, "margin=1.5"], ["margin=1.5 must be in [0, 1)"]),
     "retrain metric": ("forecast.retrain", [*RETRAIN, "metric=r2"], ["metric=r2 one of mse_scaled"]),
-    "retrain challenger setting": ("forecast.retrain", [a for a in RETRAIN if not a.startswith("train_args")]
-                                   + ['train_args=["model.segment_len=96"]'], ["model.segment_len=96 is longer than data.lookback=48"]),
-    "retrain unknown train_args key": ("forecast.retrain", [a for a in RETRAIN if not a.startswith("train_args")]
-                                       + ['train_args=["model.depth=3"]'], ["challenger gru with train_args=['model.depth=3']"]),
-    "compare segment": ("forecast.compare", [*TINY, "model.segment_len=96", "seeds=1"], ["model.segment_len=96 is longer than data.lookback=48"]),
+    "retrain challenger setting": ("forecast.retrain", with_train_args('["model.segment_len=96"]'),
+                                   ["model.segment_len=96 is longer than data.lookback=48"]),
+    "retrain unknown train_args key": ("forecast.retrain", with_train_args('["model.depth=3"]'),
+                                       ["challenger gru with train_args=['model.depth=3']"]),
+    "compare segment": ("forecast.compare", [*TINY, "model.segment_len=96", "seeds=1"],
+                        ["model.segment_len=96 is longer than data.lookback=48"]),
     "compare learning rate": ("forecast.compare", [*TINY, "model.lr=-1", "seeds=1"], ["model.lr must be a positive finite number, got -1"]),
     "schedule max_runs": ("forecast.schedule", ["max_runs=0", "jobstore=sqlite:///schedule.db"], ["max_runs=0"]),
 }
