@@ -349,18 +349,24 @@ REFUSED = {   # command, arguments -> what the message names
 
 @pytest.fixture(scope="module")
 def refused(tmp_path_factory):
-    """Every case of REFUSED, run concurrently, each in its own folder (with drops/ for the retrains): name -> (process, folder)."""
+    """Every case of REFUSED, run concurrently, each in its own folder (with drops/ for the retrains): name -> (process, folder).
+
+    "twice at once" is two trainings started together in one folder (refused too, after Hydra made their output folders).
+    """
     folders = {}
-    for name in REFUSED:
+    for name in [*REFUSED, "twice at once"]:
         folders[name] = tmp_path_factory.mktemp("refused")
         sample_drop(folders[name] / "drops", "day1.csv", slice(0, 3000))
+    twice = [popen("forecast.train", *TINY, "model.segment_len=96", cwd=folders["twice at once"]) for _ in range(2)]
 
     def run(name):
         module, args, _ = REFUSED[name]
         return run_cli(module, *args, cwd=folders[name])
     with ThreadPoolExecutor(4) as pool:
         done = dict(zip(REFUSED, pool.map(run, REFUSED)))
-    return {name: (done[name], folders[name]) for name in REFUSED}
+    for p in twice:
+        p.communicate(timeout=300)
+    return {name: (done[name], folders[name]) for name in REFUSED} | {"twice at once": (twice, folders["twice at once"])}
 
 
 @pytest.mark.parametrize("case", REFUSED)
@@ -374,11 +380,9 @@ def test_a_bad_setting_is_refused_before_any_data_is_read_or_run_created(refused
 # --- 7. each training its own folder
 
 
-def test_two_trainings_started_in_the_same_second_write_separate_output_folders(tmp_path):
-    processes = [popen("forecast.train", *TINY, "model.segment_len=96", cwd=tmp_path) for _ in range(2)]
-    for p in processes:
-        p.communicate(timeout=120)
-        assert p.returncode == 2
-    folders = sorted(tmp_path.glob("outputs/*/*"))
+def test_two_trainings_started_in_the_same_second_write_separate_output_folders(refused):
+    processes, folder = refused["twice at once"]
+    assert [p.returncode for p in processes] == [2, 2]
+    folders = sorted(folder.glob("outputs/*/*"))
     assert len(folders) == 2, folders
     assert sorted(int(f.name.rsplit("-", 1)[1]) for f in folders) == sorted(p.pid for p in processes)
