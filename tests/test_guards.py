@@ -195,3 +195,13 @@ def test_bad_input_is_a_400_for_the_server_and_keeps_its_message_without_a_stack
     error.message = f"Failed to predict data '{payload()}'. \nError: {error.message}"      # what the scoring server does
     body = json.loads(error.serialize_as_json())
     assert body["message"] == "model input is empty" and "stack_trace" not in body
+
+
+# --- security hygiene
+
+
+def test_every_torch_load_of_the_package_refuses_to_unpickle_code():
+    package = Path(__file__).resolve().parents[1] / "forecast"
+    calls = [(f.name, line.strip()) for f in sorted(package.glob("*.py")) for line in f.read_text().splitlines() if "torch.load(" in line]
+    assert calls, "no torch.load found: the check would be vacuous"
+    assert all("weights_only=True" in line for _, line in calls), calls
