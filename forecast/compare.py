@@ -14,7 +14,6 @@ parent run and writes it to <report_dir>/<parent run id>/.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,26 +24,18 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from forecast import comparison_report, config, speed, tracking
-from forecast.comparison import by_hidden_size, hidden_override, hidden_sizes, machine, pass_on, plan, seed_list
-from forecast.errors import InputError, reported
+from forecast.comparison import by_hidden_size, hidden_override, hidden_sizes, machine, model_config, pass_on, plan, seed_list
+from forecast.errors import InputError, Interrupted, reported
+from forecast.training import check_settings
 
 config.register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="compare")
 def main(cfg: DictConfig) -> None:
-    signal.signal(signal.SIGTERM, interrupt)          # `kill` marks the parent run KILLED and stops its trainings
-    try:
-        with reported():
-            status = compare(cfg)
-    except KeyboardInterrupt:
-        print("interrupted: the comparison run is marked KILLED", file=sys.stderr)
-        sys.exit(130)
+    with reported():                                  # SIGINT/SIGTERM: the parent run and the training under way end KILLED
+        status = compare(cfg)
     if status:
         sys.exit(status)
-
-
-def interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def compare(cfg: DictConfig) -> int:
@@ -58,6 +49,9 @@ def compare(cfg: DictConfig) -> int:
     if cfg.budget not in ("hidden", "params"):
         raise InputError(f"budget={cfg.budget!r} is not one of hidden, params")
     speed.use_threads(cfg.threads)                           # as the trainings will run (and a bad value fails here)
+    for m in models:                                                # every training's settings, before any data is read
+        model_config(m, passed)                                     # an unknown model config is named here
+        check_settings(hydra.compose("compare", overrides=[*passed, f"model={m}"]))
 
     data = config.build(cfg.data)                                   # data errors surface before any run exists
     conditions = plan(cfg, data)
@@ -88,7 +82,7 @@ def compare(cfg: DictConfig) -> int:
                     mlflow.end_run("FAILED")
                     print(f"error: the training of condition '{name}' ({', '.join(group)}) failed with exit status {status} (its output is above);\n"
                           f"the comparison run {run_id} is marked FAILED", file=sys.stderr)
-                    return status
+                    return 2 if status == 2 else 1      # a training's own crash or signal: this job failed
         missing = unfinished(run_id, parent.info.experiment_id, len(models) * len(seeds) * len(conditions))
         if missing:
             mlflow.end_run("FAILED")
@@ -104,13 +98,16 @@ def compare(cfg: DictConfig) -> int:
 
 
 def launch(command: list[str]) -> int:
-    """Run one multirun; if the comparison is interrupted, stop it with SIGTERM so its current run is marked FAILED."""
+    """Run one multirun; if the comparison is interrupted, pass the signal on, so its current run ends KILLED."""
     child = subprocess.Popen(command)
     try:
         return child.wait()
-    except KeyboardInterrupt:
-        child.terminate()
-        child.wait(timeout=120)
+    except Interrupted as e:
+        child.send_signal(e.signum)
+        try:
+            child.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            child.kill()
         raise
 
 

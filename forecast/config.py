@@ -6,6 +6,8 @@ composes its config.
 
 from __future__ import annotations
 
+import os
+
 import hydra
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -21,6 +23,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("sample_csv", sample.default_path, replace=True)
     OmegaConf.register_new_resolver("mixed_precision", mixed_precision, replace=True)
     OmegaConf.register_new_resolver("dataset_path", datasets.dataset_path, replace=True)   # data=etth1 ...: the fetched file
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)   # one value per config, as Hydra's ${now:}
 
 
 def mixed_precision() -> str:

@@ -1,9 +1,24 @@
-"""The one exception type whose message is meant for the user, not for a debugger."""
+"""How a command ends: the exceptions meant for the user, and the one wrapper that turns them into exit statuses.
+
+Every command's body runs inside `reported()`:
+
+    exit 0    the job did what was asked, every recorded figure finite
+    exit 2    InputError: bad data or settings (`error: ...`, one or two lines, no traceback)
+    exit 1    JobFailed: a failure inside the job (a loss that became NaN); its MLflow run is FAILED
+    exit 130  SIGINT (Ctrl-C)      \\ the active MLflow run(s) are marked KILLED, never FINISHED or FAILED,
+    exit 143  SIGTERM (kill, stop) /  and one line says so
+"""
+
+from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
 
 from omegaconf.errors import InterpolationResolutionError
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class InputError(ValueError):
@@ -19,9 +34,57 @@ class InputError(ValueError):
         self.context = list(context)
 
 
+class JobFailed(RuntimeError):
+    """The job ran and failed (a loss that became non-finite, a non-finite test score): exit status 1.
+
+    Raised inside an MLflow run, which then ends FAILED; nothing is logged as a model or registered.
+    """
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; `signum` says which.
+
+    A BaseException (as KeyboardInterrupt is) so that no `except Exception` swallows it, but not a
+    KeyboardInterrupt: Lightning's `trainer.fit` catches KeyboardInterrupt and calls `sys.exit(1)`,
+    whereas any other BaseException passes through it after its teardown.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+        self.killed: list[str] = []               # the MLflow runs already ended KILLED on the way out
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def status(self) -> int:
+        return 128 + self.signum                  # what a shell reports for a process killed by the signal
+
+
+_OWNER = [0]                                      # the process that installed the handlers
+
+
+def _raise(signum, frame) -> None:
+    if os.getpid() != _OWNER[0]:                  # a forked child (a DataLoader worker) inherited the handler:
+        raise KeyboardInterrupt                   # it stops as it would by default, and the command reports the signal
+    for sig in SIGNALS:                           # a second Ctrl-C must not cut the clean-up short
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 @contextlib.contextmanager
 def reported():
-    """Around a command's body: an InputError becomes its context on stdout, `error: <message>` on stderr, exit status 2."""
+    """Around a command's body: InputError -> its context on stdout, `error:` on stderr, exit 2; JobFailed -> exit 1, SIGINT/SIGTERM -> 130/143.
+
+    SIGINT and SIGTERM raise `Interrupted` in the main thread for the duration of the block (a
+    Hydra multirun therefore stops at the first signal); the active MLflow run(s) end KILLED.
+    """
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    _OWNER[0] = os.getpid()
+    for sig in SIGNALS:
+        signal.signal(sig, _raise)
     try:
         yield
     except InputError as e:
@@ -33,3 +96,28 @@ def reported():
             raise
         print(f"error: {e.__context__}", file=sys.stderr)
         sys.exit(2)
+    except JobFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except (Interrupted, KeyboardInterrupt) as e:
+        stopped = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        runs = stopped.killed + end_runs_killed()
+        marked = f"; run {', '.join(runs)} marked KILLED" if runs else ""
+        print(f"interrupted by {stopped.name}{marked}", file=sys.stderr)
+        sys.exit(stopped.status)
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def end_runs_killed() -> list[str]:
+    """End every active MLflow run of this process KILLED (innermost first); their ids."""
+    mlflow = sys.modules.get("mlflow")            # a command that never imported MLflow has no run
+    ended = []
+    while mlflow is not None and mlflow.active_run() is not None:
+        ended.append(mlflow.active_run().info.run_id)
+        mlflow.end_run("KILLED")
+    return ended

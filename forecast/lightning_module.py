@@ -6,11 +6,14 @@ It sees standardised windows only; the scaler travels with the trained network i
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
+from lightning.pytorch import Callback
 from torch import nn
 
-from forecast.errors import InputError
+from forecast.errors import InputError, JobFailed
 from forecast.networks import architecture, build_network
 
 LOSSES = {"mse": nn.MSELoss, "mae": nn.L1Loss, "huber": nn.HuberLoss}
@@ -54,8 +57,10 @@ class ForecastModule(L.LightningModule):
             raise InputError(f"model.loss={loss!r} is not one of {', '.join(LOSSES)}")
         if schedule not in SCHEDULES:
             raise InputError(f"model.schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
-        if not lr > 0:
-            raise InputError(f"model.lr must be positive, got {lr}")
+        if not 0 < lr < math.inf:
+            raise InputError(f"model.lr must be a positive finite number, got {lr}")
+        if not 0 <= weight_decay < math.inf:
+            raise InputError(f"model.weight_decay must be zero or a positive finite number, got {weight_decay}")
         self.save_hyperparameters(logger=False)
         self.net_kwargs = {"network": network, **net}
         self.net = build_network(network, n_inputs=n_inputs, target_index=target_index, lookback=lookback, horizon=horizon, **net)
@@ -86,3 +91,19 @@ class ForecastModule(L.LightningModule):
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val/loss"}}
         return optimizer
+
+
+class StopOnNonFinite(Callback):
+    """Fail the training at the end of an epoch whose train/loss or val/loss is NaN or infinite.
+
+    A mean over the epoch is non-finite as soon as one step's loss was, so no non-finite step goes
+    unnoticed; checking once an epoch keeps a GPU from waiting on the host at every step. Place it
+    before the callbacks that record the epoch: the failing epoch is then never logged.
+    """
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        for key in ("train/loss", "val/loss"):
+            value = trainer.callback_metrics.get(key)
+            if value is not None and not bool(torch.isfinite(value).all()):
+                raise JobFailed(f"{key} became {float(value)} in epoch {trainer.current_epoch + 1}, so training stopped; "
+                                "lower model.lr, or look for extreme values in the data")

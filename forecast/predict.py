@@ -7,7 +7,10 @@
 The data is read as training reads it (the `data` group: same CSV options, same repairs); the
 model brings its lookback L, horizon H, columns and frequency, and the data must match them.
 Without `span`, it writes the next H steps after the last reading: one row per future timestamp,
-one column per target, in the data's units. With `span=test` (or train, val, all) it forecasts
+one column per target, in the data's units, and `last_reading`, the origin the forecast starts
+after. That origin is the end of the data: when a sensor's latest readings are missing it is an
+error naming the sensor, unless allow_stale=true accepts the earlier origin (and says so).
+With `span=test` (or train, val, all) it forecasts
 from every complete window of that span, beside the actual values (a backtest).
 Bad input ends with `error: ...` and exit status 2. Settings: conf/predict.yaml.
 """
@@ -27,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from forecast import config, pyfunc, scoring, tracking
 from forecast.errors import InputError, reported
 from forecast.forecaster import Forecaster
-from forecast.frame import CsvSpec, load_frame
+from forecast.frame import CsvSpec, DataReport, load_frame
 from forecast.windows import split_rows, window_origins
 
 config.register_resolvers()
@@ -42,30 +45,78 @@ def main(cfg: DictConfig) -> None:
 
 def predict(cfg: DictConfig) -> pd.DataFrame:
     """Read the data, load the model, forecast, write `cfg.output`; returns what was written."""
-    frame, freq = read(cfg.data)
+    output = check_output(cfg.output)
+    if cfg.span is None and not isinstance(cfg.allow_stale, bool):
+        raise InputError(f"allow_stale={cfg.allow_stale!r}: give true or false")
+    frame, report = read(cfg.data)
     source = str(cfg.data.path)
     model, forecaster = pyfunc.load(open_store(cfg.model_uri))
-    forecaster.check(frame, freq, source)
+    forecaster.check(frame, report.freq, source)
     if cfg.span is None:
+        stale = stale_note(cfg.data, frame, forecaster.inputs, cfg.allow_stale) if sum(report.rows_dropped.values()) else ""
         readings = frame.iloc[-forecaster.lookback :][forecaster.inputs].reset_index()
         readings["timestamp"] = readings["timestamp"].astype(str)          # as the served model receives them
         out = model.predict(readings)
+        out.insert(0, "last_reading", frame.index[-1])                     # the origin: the forecast starts after it
         summary = (f"{forecaster.horizon} steps every {forecaster.freq} from {out['timestamp'].iloc[0]} to {out['timestamp'].iloc[-1]}, "
-                   f"after the reading of {frame.index[-1]}")
+                   f"after the reading of {frame.index[-1]}{stale}")
     else:
         out, summary = backtest(forecaster, frame, cfg)
-    out.to_csv(cfg.output, index=False)
+    out.to_csv(output, index=False)
     print(f"wrote {cfg.output}: {summary}; {len(forecaster.targets)} targets ({', '.join(forecaster.targets)}) by {cfg.model_uri}")
     print(out.head(3).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return out
 
 
-def read(data: DictConfig) -> tuple[pd.DataFrame, str]:
-    """The data group's CSV settings -> the regular frame training would see, and its frequency."""
+def check_output(output) -> Path:
+    """The `output` setting as a path whose folder exists and is writable (InputError naming the setting otherwise)."""
+    path = Path(str(output))
+    folder = path.parent
+    if not str(output).strip() or path.is_dir():
+        raise InputError(f"output={output}: name the CSV file to write, e.g. output=forecast.csv")
+    if not folder.is_dir():
+        raise InputError(f"output={output}: the folder {folder} does not exist; create it or choose another output")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"output={output}: {path if path.exists() else folder} is not writable; choose another output")
+    return path
+
+
+def stale_note(data: DictConfig, frame: pd.DataFrame, inputs: list[str], allow_stale: bool) -> str:
+    """Where the forecast starts when the data's latest readings are incomplete ('' when they are not).
+
+    Ingestion drops incomplete rows at the end of the data, so a sensor whose most recent readings
+    are missing would silently move the forecast's start into the past: an InputError names the
+    sensor and its last reading, unless `allow_stale` accepts the earlier start (then said here).
+    """
+    last = last_readings(data, frame, inputs)
+    end = max(last.values())
+    if end <= frame.index[-1]:
+        return ""
+    behind = {name: t for name, t in last.items() if t < end}
+    names = ", ".join(f"{name} (last reading {t})" for name, t in behind.items())
+    if not allow_stale:
+        raise InputError(f"the data ends at {end} but {names} stopped earlier: a forecast would start at {frame.index[-1]}, in the past.\n"
+                         f"Fill in the missing readings, or set allow_stale=true to forecast from {frame.index[-1]} anyway.")
+    return f" (allow_stale: the data ends at {end}, but {names} stopped earlier)"
+
+
+def last_readings(data: DictConfig, frame: pd.DataFrame, inputs: list[str]) -> dict[str, pd.Timestamp]:
+    """Each input column's last reading, as ingestion sees the column on its own (before dropping incomplete end rows)."""
+    out = {}
+    for name in inputs:
+        settings = OmegaConf.merge(data, {"targets": [name], "covariates": []})
+        try:
+            out[name] = read(settings)[0].index[-1]
+        except InputError:                         # the column alone does not make a series: it ends where the frame ends
+            out[name] = frame.index[-1]
+    return out
+
+
+def read(data: DictConfig) -> tuple[pd.DataFrame, DataReport]:
+    """The data group's CSV settings -> the regular frame training would see, and what ingestion did."""
     settings = OmegaConf.to_container(data, resolve=True)
     spec = CsvSpec(**{f.name: settings[f.name] for f in dataclasses.fields(CsvSpec) if f.name in settings})
-    frame, report = load_frame(spec)
-    return frame, report.freq
+    return load_frame(spec)
 
 
 def open_store(model_uri: str) -> str:

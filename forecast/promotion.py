@@ -2,7 +2,8 @@
 
 Every contender forecasts the same most recent windows through its own Forecaster (its own
 scaler and lookback); errors are standardised by this data's scaler, so they compare across
-models. The alias moves only to a challenger that beats the champion by the margin.
+models. The alias moves only to a challenger that beats repeating the last value on those windows
+and beats the champion by the margin (or replaces a champion that cannot be scored).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -46,7 +48,10 @@ class Contender:
         mv = client.get_model_version(name, self.version)
         self.run_id = mv.run_id
         self.architecture = client.get_run(mv.run_id).data.tags.get("architecture", "?") if mv.run_id else "?"
-        self.model = pyfunc.load(self.uri)[1]
+        try:
+            self.model, self.unloadable = pyfunc.load(self.uri)[1], None
+        except InputError as e:                # a champion that no longer loads can still be replaced
+            self.model, self.unloadable = None, str(e).splitlines()[0]
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -71,50 +76,117 @@ def find_champion(client: MlflowClient, name: str, alias: str) -> Contender | No
 
 
 class Holdout:
-    """The most recent span (the data's test span) and its windows, the same for every contender."""
+    """The most recent span (the data's test span) and its windows, the same for every contender.
+
+    `champion`: its lookback widens the windows when it is longer; a champion that does not fit
+    this data (other columns, frequency or horizon) is left out of the windows' making and marked
+    unscorable by `score`.
+    """
 
     def __init__(self, data, champion: Contender | None):
         self.data = data
         lookback = data.lookback
-        if champion is not None:
-            m = champion.model
-            champion.model.check(data.frame, data.report.freq, str(data.report.files[-1]))
-            if m.horizon != data.horizon or list(m.targets) != data.targets:
-                raise InputError(f"the champion {champion.label} forecasts {m.horizon} steps of {', '.join(m.targets)}; this data gives "
-                                 f"{data.horizon} steps of {', '.join(data.targets)}.\nSet data.horizon / data.targets to match, "
-                                 f"or point the alias by hand (MlflowClient().set_registered_model_alias).")
-            lookback = max(lookback, m.lookback)
+        if champion is not None and fits(data, champion) is None:
+            lookback = max(lookback, champion.model.lookback)
         valid = ~np.isnan(data.frame[data.inputs].to_numpy()).any(axis=1)
         self.origins = window_origins(data.spans["test"], lookback, data.horizon, valid)
         if len(self.origins) == 0:
             raise InputError(f"the holdout span of {data.report.files[-1]} holds no complete window of lookback {lookback} "
                              f"+ horizon {data.horizon}; wait for more data or lower data.lookback")
         index = data.frame.index
-        print(f"holdout: {len(self.origins):,} windows forecasting {index[self.origins[0]]} to {index[self.origins[-1] + data.horizon - 1]}")
+        print(f"holdout: {len(self.origins):,} windows forecasting {index[self.origins[0]]} to "
+              f"{index[self.origins[-1] + data.horizon - 1]}")
 
-    def score(self, role: str, contender: Contender) -> dict[str, float]:
-        """The contender's errors on the holdout windows, standardised by this data's scaler."""
+    def baseline(self) -> dict[str, float]:
+        """Repeating each target's last value, scored on the same windows: what a model must beat to be promoted."""
+        values = self.data.frame[self.data.inputs].to_numpy(dtype=np.float64)                          # [R, C]
+        last = values[self.origins - 1][:, None, self.data.target_index]                                # [N, 1, T]
+        rows = self.origins[:, None] + np.arange(self.data.horizon)                                     # [N, H]
+        actual = values[rows][:, :, self.data.target_index]                                             # [N, H, T]
+        pred = np.broadcast_to(last, actual.shape)                                                      # [N, H, T]
+        scores = scoring.score(pred, actual, self.data.scaler.std[self.data.target_index])
+        show("baseline", "repeat the last value", scores)
+        return scores
+
+    def score(self, role: str, contender: Contender) -> dict[str, float] | str:
+        """The contender's errors on the holdout windows, standardised by this data's scaler; why not, when it cannot be scored."""
+        why = fits(self.data, contender)
+        if why is not None:
+            print(f"  {role:<10} {contender.label} ({contender.architecture}): cannot be scored: {why}", flush=True)
+            return why
         inputs, actual = contender.model.windows(self.data.frame, self.origins)       # [N, L, C], [N, H, T] data units
         pred = contender.model.forecast(inputs)                                       # [N, H, T]
         scores = scoring.score(pred, actual, self.data.scaler.std[self.data.target_index])
-        print(f"  {role:<10} {contender.label} ({contender.architecture}): " + "  ".join(f"{k} {v:.4g}" for k, v in scores.items()), flush=True)
+        show(role, f"{contender.label} ({contender.architecture})", scores)
         return scores
 
 
-def decide(scores: dict[str, float], margin: float, metric: str = "mse_scaled") -> tuple[str | None, str]:
-    """The challenger to promote (None: keep the champion) and why; `scores` may hold "champion"."""
-    challengers = {k: v for k, v in scores.items() if k != "champion" and math.isfinite(v)}
-    if not challengers:
-        return None, "no challenger to judge"
-    best = min(challengers, key=challengers.get)
-    if "champion" not in scores:
-        return best, f"no champion yet; {best} has the lowest {metric} ({challengers[best]:.4g})"
-    champion = scores["champion"]
-    gain = 1 - challengers[best] / champion if champion > 0 else -math.inf
-    versus = f"{metric} {challengers[best]:.4g} vs the champion's {champion:.4g} ({gain:+.1%})"
+def fits(data, contender: Contender) -> str | None:
+    """Why the contender's model cannot forecast this data's holdout (None: it can)."""
+    m = contender.model
+    if m is None:
+        return contender.unloadable
+    try:
+        m.check(data.frame, data.report.freq, str(data.report.files[-1]))
+    except InputError as e:
+        return str(e).splitlines()[0]
+    if m.horizon != data.horizon or list(m.targets) != data.targets:
+        return (f"it forecasts {m.horizon} steps of {', '.join(m.targets)}; "
+                f"this data gives {data.horizon} steps of {', '.join(data.targets)}")
+    return None
+
+
+def show(role: str, who: str, scores: dict[str, float]) -> None:
+    print(f"  {role:<10} {who}: " + "  ".join(f"{k} {v:.4g}" for k, v in scores.items()), flush=True)
+
+
+@dataclass
+class Decision:
+    """Who serves after a retrain and why.
+
+    winner: the challenger to promote, or None to keep the champion (or to stay without one).
+    reason: one sentence for the run's `reason` tag and the console.
+    left_out: challengers that could not win, each with why (a non-finite score, no better than the baseline).
+    """
+
+    winner: str | None
+    reason: str
+    left_out: dict[str, str] = field(default_factory=dict)
+
+
+def decide(scores: dict[str, float], baseline: float, margin: float, metric: str = "mse_scaled",
+           champion: float | str | None = None) -> Decision:
+    """The promotion decision, from numbers alone (lower is better).
+
+    scores: each challenger's holdout `metric`; baseline: the last-value baseline's on the same
+    windows; margin: the relative gain over the champion needed to replace it; champion: its score,
+    None when there is no champion, or why it could not be scored (a string).
+    A challenger is eligible only with a finite score below the baseline's. The best eligible one
+    is promoted when there is no champion, when the champion cannot be scored or scores non-finite,
+    or when it beats the champion by more than `margin`.
+    """
+    left_out = {}
+    for name, value in scores.items():
+        if not math.isfinite(value):
+            left_out[name] = f"its {metric} is {value}"
+        elif not (math.isfinite(baseline) and value < baseline):
+            left_out[name] = f"its {metric} {value:.4g} does not beat repeating the last value ({baseline:.4g})"
+    eligible = {k: v for k, v in scores.items() if k not in left_out}
+    if not eligible:
+        why = "; ".join(f"{k}: {v}" for k, v in left_out.items()) or "no challenger was scored"
+        return Decision(None, f"no challenger can be promoted ({why})", left_out)
+    best = min(eligible, key=eligible.get)
+    versus = f"{metric} {eligible[best]:.4g} vs repeating the last value {baseline:.4g}"
+    if champion is None:
+        return Decision(best, f"no champion yet; {best} has the lowest {versus}", left_out)
+    if isinstance(champion, str) or not math.isfinite(champion):
+        why = champion if isinstance(champion, str) else f"its {metric} is {champion}"
+        return Decision(best, f"the champion cannot be scored on this holdout ({why}); {best} replaces it with {versus}", left_out)
+    gain = 1 - eligible[best] / champion if champion > 0 else -math.inf
+    versus = f"{metric} {eligible[best]:.4g} vs the champion's {champion:.4g} ({gain:+.1%})"
     if gain > margin:
-        return best, f"{best} is better by more than the margin of {margin:.1%}: {versus}"
-    return None, f"best challenger {best} is not better by more than the margin of {margin:.1%}: {versus}"
+        return Decision(best, f"{best} is better by more than the margin of {margin:.1%}: {versus}", left_out)
+    return Decision(None, f"best challenger {best} is not better by more than the margin of {margin:.1%}: {versus}", left_out)
 
 
 def promote(client: MlflowClient, cfg: DictConfig, name: str, winner: Contender, champion: Contender | None,
@@ -128,11 +200,19 @@ def promote(client: MlflowClient, cfg: DictConfig, name: str, winner: Contender,
     return name, reason
 
 
-def record(scores: dict[str, dict], contenders: dict[str, Contender], winner: str | None, reason: str, failed: list[str]) -> None:
-    """The decision as tags, every contender's holdout metrics (`<contender>/<metric>`) and contenders.json, on the retrain run."""
-    after = contenders[winner] if winner else contenders.get("champion")
-    mlflow.set_tags({"decision": "promote" if winner else "keep", "reason": reason, "failed": ",".join(failed),
+def record(scores: dict[str, dict | str], contenders: dict[str, Contender], decision: Decision, failed: list[str]) -> None:
+    """The decision as tags, the finite holdout metrics (`<contender>/<metric>`, `baseline/<metric>`) and contenders.json.
+
+    A score that is not finite, or a contender that could not be scored, is recorded as text (in
+    contenders.json and the `left_out` tag), never as a metric.
+    """
+    after = contenders[decision.winner] if decision.winner else contenders.get("champion")
+    mlflow.set_tags({"decision": "promote" if decision.winner else "keep", "reason": decision.reason[:5000], "failed": ",".join(failed),
+                     "left_out": "; ".join(f"{k}: {v}" for k, v in decision.left_out.items())[:5000],
                      "champion_after": after.label if after else "none"})
-    mlflow.log_metrics({f"{who}/{k}": v for who, s in scores.items() for k, v in s.items()})
-    mlflow.log_dict({who: {"model": c.label, "architecture": c.architecture, "run_id": c.run_id, **scores[who]}
-                     for who, c in contenders.items()} | {"failed": failed, "winner": winner, "reason": reason}, "contenders.json")
+    mlflow.log_metrics({f"{who}/{k}": v for who, s in scores.items() if isinstance(s, dict) for k, v in s.items() if math.isfinite(v)})
+    mlflow.log_dict({who: {"model": c.label, "architecture": c.architecture, "run_id": c.run_id,
+                           **(scores[who] if isinstance(scores.get(who), dict) else {"not_scored": scores.get(who)})}
+                     for who, c in contenders.items()}
+                    | {"baseline": scores.get("baseline"), "failed": failed, "winner": decision.winner, "reason": decision.reason,
+                       "left_out": decision.left_out}, "contenders.json")

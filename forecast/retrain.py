@@ -13,18 +13,23 @@ In order, under a lock that only one retrain per store can hold:
    so a crash or kill -9 there cannot touch this process's state; it only adds a registry version;
 5. every contender forecasts the same holdout windows through its pyfunc (its own scaler, its own
    lookback); errors are standardised by this data's scaler, so they compare across models;
-6. the alias moves to the best challenger only when it beats the champion by `margin` (relative),
-   or when there is no champion yet. A run tagged kind=retrain records the decision, every
-   contender's metrics and the data hash; the challengers' runs are its children.
+6. the alias moves to the best challenger only when it beats repeating the last value on the
+   holdout (`baseline/<metric>`) and the champion by `margin` (relative); with no champion yet, or
+   one that cannot be scored on this data (or scores NaN), the best such challenger replaces it
+   and the `reason` tag says why. A challenger whose score is not finite is left out. A run tagged
+   kind=retrain records the decision, every contender's (finite) metrics, the baseline's and the
+   data hash; the challengers' runs are its children.
 
-Exit status: 0 a decision was made; 1 a challenger failed (the decision among the others stands);
-2 bad data or settings (nothing trained or changed); 3 another retrain holds the lock.
+Exit status: 0 a decision was made; 1 a challenger failed or scored non-finite (the decision among
+the others stands); 2 bad data or settings (nothing trained or changed); 3 another retrain holds
+the lock; 130 / 143 SIGINT / SIGTERM (the retrain run and the training under way end KILLED).
 Settings: conf/retrain.yaml.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import signal
 import socket
@@ -37,24 +42,25 @@ from pathlib import Path
 import hydra
 import mlflow
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
-from forecast import config, tracking
-from forecast.errors import InputError, reported
+from forecast import config, tracking, training
+from forecast.errors import InputError, Interrupted, reported
 from forecast.lock import Busy, exclusive, lock_path
 from forecast.promotion import Contender, Holdout, decide, find_champion, promote, record, snapshot
 
 config.register_resolvers()
 
 BUSY = 3
+METRICS = ("mse_scaled", "mae_scaled", "mae", "rmse")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="retrain")
 def main(cfg: DictConfig) -> None:
-    signal.signal(signal.SIGTERM, _interrupt)          # a stopped service ends its run KILLED, not RUNNING
     try:
-        with reported():
+        with reported():                               # SIGINT/SIGTERM: the retrain run ends KILLED, exit 130/143
             sys.exit(retrain(cfg))
     except Busy as e:
         print(f"skipped: {e}", file=sys.stderr)
@@ -64,10 +70,7 @@ def main(cfg: DictConfig) -> None:
 def retrain(cfg: DictConfig) -> int:
     """One retrain; returns the exit status."""
     started = time.perf_counter()
-    if cfg.margin < 0 or cfg.margin >= 1 or cfg.metric not in ("mse_scaled", "mae_scaled", "mae", "rmse"):
-        raise InputError(f"margin={cfg.margin} must be in [0, 1) and metric={cfg.metric} one of mse_scaled, mae_scaled, mae, rmse")
-    if any(o.lstrip("+~").startswith("data") for o in cfg.train_args):
-        raise InputError("data settings go on the command line (data.lookback=...), not in train_args: every contender must see the same data")
+    check_settings(cfg)
     experiment_id = tracking.connect(cfg.experiment)
     client = MlflowClient()
     with exclusive(lock_path(cfg.lock)):
@@ -79,7 +82,9 @@ def retrain(cfg: DictConfig) -> int:
             digest = snapshot(data.report.files, Path(folder))
             print(f"snapshot: {len(data.report.files)} file(s), {data.report.rows:,} rows to {data.report.end}, sha256 {digest[:16]}")
             holdout = Holdout(data, champion)
-            scores = {"champion": holdout.score("champion", champion)} if champion else {}
+            scores = {"baseline": holdout.baseline()}
+            if champion:
+                scores["champion"] = holdout.score("champion", champion)
             tags = {"kind": "retrain", "dataset": data.name, "data_sha256": digest, "process": f"{socket.gethostname()}:{os.getpid()}",
                     "command": " ".join(["python -m forecast.retrain", *HydraConfig.get().overrides.task]),
                     "champion_before": champion.label if champion else "none"}
@@ -96,19 +101,40 @@ def retrain(cfg: DictConfig) -> int:
                         continue
                     contenders[name] = version
                     scores[name] = holdout.score(name, version)
-                winner, reason = decide({k: s[cfg.metric] for k, s in scores.items()}, cfg.margin, cfg.metric)
-                if winner is not None:
-                    winner, reason = promote(client, cfg, winner, contenders[winner], champion, reason)
-                record(scores, contenders, winner, reason, failed)
+                challengers = {k: (s[cfg.metric] if isinstance(s, dict) else math.nan) for k, s in scores.items()
+                               if k not in ("baseline", "champion")}
+                failed += [k for k, v in challengers.items() if not math.isfinite(v)]        # trained, but cannot forecast the holdout
+                before = scores.get("champion")
+                decision = decide(challengers, scores["baseline"][cfg.metric], cfg.margin, cfg.metric,
+                                  champion=None if champion is None else before if isinstance(before, str) else before[cfg.metric])
+                for name, why in decision.left_out.items():
+                    print(f"left out {name}: {why}")
+                if decision.winner is not None:
+                    decision.winner, decision.reason = promote(client, cfg, decision.winner, contenders[decision.winner], champion,
+                                                               decision.reason)
+                record(scores, contenders, decision, failed)
+    winner = decision.winner
     after = contenders[winner] if winner else champion
     kept = f"keep {champion.label} ({champion.architecture})" if champion else "no champion"
-    print(f"decision: {f'promote {after.label} ({after.architecture})' if winner else kept}: {reason}")
+    print(f"decision: {f'promote {after.label} ({after.architecture})' if winner else kept}: {decision.reason}")
     print(f"retrain run {run.info.run_id} in {time.perf_counter() - started:.1f} s")
     return 1 if failed else 0
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse bad retrain settings, and each challenger's training settings, before the lock is taken or data read."""
+    if not (isinstance(cfg.margin, (int, float)) and 0 <= cfg.margin < 1) or cfg.metric not in METRICS:
+        raise InputError(f"margin={cfg.margin} must be in [0, 1) and metric={cfg.metric} one of {', '.join(METRICS)}")
+    if any(config.override_key(str(o)).startswith("data") for o in cfg.train_args):
+        raise InputError("data settings go on the command line (data.lookback=...), not in train_args: "
+                         "every contender must see the same data")
+    passed = config.overrides_under(list(HydraConfig.get().overrides.task), "data")
+    for name in cfg.challengers:
+        try:
+            composed = hydra.compose("train", overrides=[f"model={name}", *passed, *[str(a) for a in cfg.train_args]])
+        except (ConfigCompositionException, OverrideParseException, MissingConfigException) as e:
+            raise InputError(f"challenger {name} with train_args={list(cfg.train_args)}: {str(e).splitlines()[0]}") from None
+        training.check_settings(composed)
 
 
 # --- challengers and the decision
@@ -131,8 +157,12 @@ def train_challenger(cfg: DictConfig, name: str, folder: str, parent: str, champ
     except subprocess.TimeoutExpired:
         child.kill()
         code = child.wait()
-    except KeyboardInterrupt:
-        child.kill()
+    except Interrupted as e:                           # pass the signal on: the training ends its own run KILLED
+        child.send_signal(e.signum)
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
         raise
     took = time.perf_counter() - started
     runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}' and tags.challenger = '{name}'")

@@ -8,14 +8,15 @@ The job lives in a persistent SQLite job store, so a firing missed while the sch
 runs when it comes back (within `misfire_grace_s`; several missed firings coalesce into one), and
 `max_instances=1` keeps firings from overlapping. Each firing runs `python -m forecast.retrain` as a
 child process (its own lock also keeps retrains started elsewhere from overlapping) and logs the
-start, the exit status and the duration. Settings: conf/schedule.yaml.
+start, the exit status and the duration. Exit status: 0; 1 when stopped by `max_runs` after a
+firing whose retrain failed; 130 / 143 on SIGINT / SIGTERM, passed on to the retrain under way
+(its runs end KILLED). Settings: conf/schedule.yaml.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -29,10 +30,12 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from omegaconf import DictConfig
 
-from forecast.errors import InputError, reported
+from forecast.errors import InputError, Interrupted, reported
 
 log = logging.getLogger("forecast.schedule")
 JOB = "retrain"
+RUNNING: set[subprocess.Popen] = set()         # the retrain under way, to pass a signal on to
+FINE = (0, 3)                                  # a retrain's exit statuses that are not failures (3: another one held the lock)
 
 
 def run_retrain(args: list[str]) -> int:
@@ -40,7 +43,12 @@ def run_retrain(args: list[str]) -> int:
     command = [sys.executable, "-m", "forecast.retrain", *args]
     log.info("firing: python -m forecast.retrain %s", " ".join(args))
     started = time.perf_counter()
-    code = subprocess.call(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})   # its lines interleave with ours in order
+    child = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})   # its lines interleave with ours in order
+    RUNNING.add(child)
+    try:
+        code = child.wait()
+    finally:
+        RUNNING.discard(child)
     took = time.perf_counter() - started
     (log.info if code == 0 else log.warning)("retrain exited with status %d after %.1f s", code, took)
     return code
@@ -48,12 +56,19 @@ def run_retrain(args: list[str]) -> int:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="schedule")
 def main(cfg: DictConfig) -> None:
-    with reported():
-        schedule(cfg)
+    with reported():                               # Ctrl-C / SIGTERM: exit 130 / 143, the retrain under way ends KILLED
+        status = schedule(cfg)
+    sys.exit(status)
 
 
-def schedule(cfg: DictConfig) -> None:
-    """Start the scheduler and block until stopped (Ctrl-C, SIGTERM) or `max_runs` firings are done."""
+def schedule(cfg: DictConfig) -> int:
+    """Start the scheduler and block until stopped (Ctrl-C, SIGTERM) or `max_runs` firings are done.
+
+    Returns 0, or 1 when a firing's retrain failed (an exit status other than 0 or 3); a signal is
+    passed on to the retrain under way and raises Interrupted once it has stopped.
+    """
+    if cfg.max_runs is not None and not (isinstance(cfg.max_runs, int) and cfg.max_runs >= 1):
+        raise InputError(f"max_runs={cfg.max_runs}: give a number of firings of 1 or more, or null to run until stopped")
     trigger = make_trigger(cfg)
     args = [str(a) for a in cfg.retrain_args]
     scheduler = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(url=cfg.jobstore)})
@@ -77,12 +92,23 @@ def schedule(cfg: DictConfig) -> None:
             stop.set()
 
     scheduler.add_listener(on_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     scheduler.resume()
-    stop.wait()
+    try:
+        stop.wait()
+    except Interrupted as e:
+        for child in list(RUNNING):
+            child.send_signal(e.signum)            # the retrain ends its runs KILLED and exits
+        scheduler.shutdown(wait=True)
+        log.info("scheduler stopped by %s after %d firing(s)", e.name, len(fired))
+        raise
     scheduler.shutdown(wait=True)                  # lets a running retrain finish
+    failed = [e for e in fired if e.code == EVENT_JOB_ERROR or e.retval not in FINE]
     log.info("scheduler stopped after %d firing(s)", len(fired))
+    if failed:
+        log.error("%d of %d firing(s) failed (retrain exit status %s)", len(failed), len(fired),
+                  ", ".join(str(getattr(e, "retval", None)) for e in failed))
+        return 1
+    return 0
 
 
 def make_trigger(cfg: DictConfig):

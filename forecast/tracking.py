@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from forecast.errors import InputError
+from forecast.errors import InputError, Interrupted, JobFailed
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 # MLflow 3's UI opens an experiment in its GenAI view (traces, token usage) unless this tag marks it as
@@ -81,8 +81,10 @@ def start_run(experiment_id: str, name: str, tags: dict[str, str]):
     with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
         try:
             yield run
-        except KeyboardInterrupt:
+        except (Interrupted, KeyboardInterrupt) as e:   # a signal: KILLED here, before MLflow's own exit marks it FAILED
             mlflow.end_run("KILLED")
+            if isinstance(e, Interrupted):
+                e.killed.append(run.info.run_id)
             raise
 
 
@@ -102,6 +104,18 @@ def ui_hint(experiment_id: str) -> str:
 def describe(client: mlflow.MlflowClient, run_id: str, text: str) -> None:
     """Set a run's description (Markdown), which the UI shows at the top of the run's page."""
     client.set_tag(run_id, DESCRIPTION, text)
+
+
+def finite(metrics: dict[str, float], what: str) -> dict[str, float]:
+    """`metrics`, unchanged, when every value is finite; else JobFailed naming the first non-finite ones.
+
+    Called before anything is logged as a run's result, so no run ends FINISHED with NaN or inf.
+    """
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
+    if bad:
+        shown = ", ".join(f"{k}={v}" for k, v in list(bad.items())[:4])
+        raise JobFailed(f"{what}: {shown} is not finite; nothing was logged as a model or registered")
+    return metrics
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:

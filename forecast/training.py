@@ -6,6 +6,7 @@ call it in-process. Nothing half-trained is recorded as a success.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import socket
@@ -19,13 +20,15 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from mlflow.models import infer_signature
+from mlflow import MlflowClient
+from mlflow.models import ModelSignature, infer_signature
 from omegaconf import DictConfig, OmegaConf
 
 import forecast
 from forecast import config, evaluate, speed, tracking
-from forecast.errors import InputError
+from forecast.errors import InputError, JobFailed
 from forecast.forecaster import Forecaster
+from forecast.lightning_module import StopOnNonFinite
 from forecast.networks import count_parameters
 from forecast.plot import plot_test_forecasts
 from forecast.pyfunc import ForecastPyfunc
@@ -36,22 +39,25 @@ def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
     """One training; returns the best validation loss (what a sweep minimises).
 
     output_dir: this training's own folder (checkpoints); command: the command line, as a run tag.
+    Raises InputError for bad settings or data (before any run exists), JobFailed when the loss or
+    a test score becomes non-finite (the run is then FAILED and no model is logged or registered).
     """
     speed.use_threads(cfg.threads)          # before any torch work (conf/train.yaml: threads)
-    if int(cfg.trainer.max_epochs) < 1:
-        raise InputError(f"trainer.max_epochs={cfg.trainer.max_epochs}: train for at least one epoch")
+    check_settings(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    best = ModelCheckpoint(dirpath=Path(output_dir) / "checkpoints", filename="best", monitor="val/loss", mode="min")
+    epochs = tracking.EpochLog()
+    callbacks = [StopOnNonFinite(), EarlyStopping("val/loss", patience=cfg.patience), best, epochs]   # the guard before the log
+    trainer = config.build(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(output_dir))
     data = config.build(cfg.data)
     say(*data.report.lines(), f"windows: {data.windows}")
-    experiment_id = tracking.connect(cfg.tracking.experiment) if tracking.is_rank_zero() else None
+    experiment_id = None
+    if tracking.is_rank_zero():
+        experiment_id = tracking.connect(cfg.tracking.experiment)
+        tracking.mark_dead_runs(MlflowClient(), experiment_id)      # this host's runs whose process is gone: KILLED
     module = config.build(cfg.model, **data.model_args())
     if cfg.get("init_from"):                # warm start: +init_from=<model URI> (python -m forecast.retrain warm_start=true)
         warm_start(module.net, cfg.init_from)
-
-    best = ModelCheckpoint(dirpath=Path(output_dir) / "checkpoints", filename="best", monitor="val/loss", mode="min")
-    epochs = tracking.EpochLog()
-    callbacks = [EarlyStopping("val/loss", patience=cfg.patience), best, epochs]
-    trainer = config.build(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(output_dir))
 
     architecture = module.architecture
     tags = {
@@ -71,9 +77,9 @@ def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
         fit_s = time.perf_counter() - started
         if run is None:                     # a non-zero DDP rank: rank zero evaluates and records
             return None
-        if trainer.interrupted:
-            raise KeyboardInterrupt
         if trainable:
+            if not best.best_model_path:
+                raise JobFailed("training ended without a checkpoint of a finite val/loss; nothing was logged as a model")
             module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
         module.to(trainer.strategy.root_device)
         metrics = record(cfg, run, data, module, epochs, fit_s)
@@ -87,6 +93,30 @@ def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
     )
     print(tracking.ui_hint(experiment_id))
     return float(best.best_model_score) if best.best_model_score is not None else None
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse out-of-range training settings before any data is read or run created (InputError).
+
+    The model config is built once on a one-channel stand-in of the data's shapes, so every setting
+    the network checks is checked here too; Lightning checks the trainer's when it is built.
+    """
+    if not isinstance(cfg.trainer.max_epochs, int) or cfg.trainer.max_epochs < 1:
+        raise InputError(f"trainer.max_epochs={cfg.trainer.max_epochs}: train for at least one epoch")
+    if not isinstance(cfg.patience, int) or cfg.patience < 0:
+        raise InputError(f"patience={cfg.patience}: give the number of epochs without a better val/loss before stopping (0 or more)")
+    clip = cfg.trainer.get("gradient_clip_val")
+    if clip is not None and not (isinstance(clip, (int, float)) and 0 <= clip < math.inf):
+        raise InputError(f"trainer.gradient_clip_val={clip}: give a finite norm of 0 or more, or null for no clipping")
+    lookback, horizon = cfg.data.get("lookback"), cfg.data.get("horizon")
+    if not all(isinstance(v, int) and v >= 1 for v in (lookback, horizon)):
+        return                                                   # the data module names the bad lookback or horizon
+    segment = cfg.model.get("segment_len")
+    if cfg.model.get("network", "recurrent") == "recurrent" and isinstance(segment, int) and segment > lookback:
+        divisor = max(d for d in range(1, lookback // 2 + 1) if lookback % d == 0)
+        raise InputError(f"model.segment_len={segment} is longer than data.lookback={lookback}: a window would be one padded segment.\n"
+                         f"Set model.segment_len to at most {lookback} (a divisor of it, e.g. {divisor}).")
+    config.build(cfg.model, lookback=lookback, horizon=horizon, n_inputs=1, target_index=[0])
 
 
 def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float]:
@@ -106,7 +136,7 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
     metrics["memory/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # this process so far
     if torch.cuda.is_available() and forecaster.device.type == "cuda":
         metrics["memory/cuda_peak_mb"] = torch.cuda.max_memory_allocated(forecaster.device) / 2**20
-    mlflow.log_metrics(metrics)
+    mlflow.log_metrics(tracking.finite(metrics, "the trained model on the test span"))
     mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     mlflow.log_dict({**data.report.to_dict(), "windows": data.windows}, "data_report.json")
 
@@ -127,7 +157,8 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(forecast.__file__).parent / "served_model.py"), artifacts={"bundle": str(bundle)},
             code_paths=[str(Path(forecast.__file__).parent)], input_example=example,
-            signature=infer_signature(example, served.predict(None, example)),
+            # outputs only: the model checks its input itself (pyfunc.py), so MLflow's schema errors never answer for it
+            signature=ModelSignature(outputs=infer_signature(example, served.predict(None, example)).outputs),
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "pandas", "numpy"],
             registered_model_name=cfg.tracking.register or None,
         )

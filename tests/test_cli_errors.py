@@ -33,7 +33,7 @@ def test_bad_data_gives_a_short_message(name, tmp_path):
     if content is not None:
         (tmp_path / "in.csv").write_text(content)
     path = ["data.path=in.csv"] if content is not None else []
-    args = ["data=csv", *path, "data.lookback=24", "data.horizon=12", *overrides]
+    args = ["data=csv", *path, "data.lookback=24", "data.horizon=12", "model.segment_len=12", *overrides]   # a segment within the lookback
     done = run_cli("forecast.train", *args, cwd=tmp_path)
     assert_clean_failure(done, expected)
     assert no_running_runs(tmp_path)

@@ -24,8 +24,9 @@ def test_forecast_of_the_next_steps_round_trips_through_the_registered_model(cha
     done = run_cli("forecast.predict", "model_uri=models:/forecast@champion", f"output={tmp_path}/forecast.csv", *DATA, cwd=folder)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"wrote {tmp_path}/forecast.csv: 24 steps every 30min from 2025-03-09 12:00:00 to 2025-03-09 23:30:00" in done.stdout
-    out = pd.read_csv(tmp_path / "forecast.csv", parse_dates=["timestamp"])
-    assert list(out.columns) == ["timestamp", *TARGETS]
+    out = pd.read_csv(tmp_path / "forecast.csv", parse_dates=["last_reading", "timestamp"])
+    assert list(out.columns) == ["last_reading", "timestamp", *TARGETS]
+    assert (out["last_reading"] == pd.Timestamp("2025-03-09 11:30")).all()                    # the origin: the end of the data
     assert (out["timestamp"] == pd.date_range("2025-03-09 12:00", periods=24, freq="30min")).all()
     assert out["power_kw"].between(0, 200).all() and out["co2_ppm"].between(200, 3000).all()    # data units
     # the same numbers as the registered model gives, in this process, for the last 48 repaired readings
