@@ -30,8 +30,8 @@ SETTINGS = {
     "threads=null, OMP_WAIT_POLICY=passive (no spin)": ({"OMP_WAIT_POLICY": "passive"}, None),
     "threads=1 (the default now)": ({}, 1),
 }
-COMPETITOR = [sys.executable, "-c", "while True: pass"]     # one busy core, like another user's job
-MAX_EPOCH_S = 8.0    # an epoch slower than this stops early; its time is extrapolated from the steps it did
+COMPETITOR = [sys.executable, "-c", "while True: pass"]  # one busy core, like another user's job
+MAX_EPOCH_S = 8.0  # an epoch slower than this stops early; its time is extrapolated from the steps it did
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,10 +46,18 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.sweep import machine, write
 
     load_before, started = os.getloadavg(), time.perf_counter()
-    children = {name: subprocess.Popen([sys.executable, "-m", "benchmarks", "contention", "--child", name], cwd=Path(__file__).parents[1],
-                                       env={**os.environ, **env}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                for name, (env, _) in SETTINGS.items()}
-    info = {name: ask(process, "ready") for name, process in children.items()}   # built and warmed up, each in turn
+    children = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "benchmarks", "contention", "--child", name],
+            cwd=Path(__file__).parents[1],
+            env={**os.environ, **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name, (env, _) in SETTINGS.items()
+    }
+    info = {name: ask(process, "ready") for name, process in children.items()}  # built and warmed up, each in turn
     print("\n".join(f"[{k}] {name}" for k, name in enumerate(SETTINGS, 1)), flush=True)
     epochs = {name: {"quiet": [], "contended": []} for name in SETTINGS}
     try:
@@ -64,8 +72,11 @@ def main(argv: list[str] | None = None) -> None:
                 finally:
                     competitor.kill()
                     competitor.wait()
-            print(f"round {i + 1}, quiet / contended s per epoch: " + "; ".join(
-                f"[{k}] {e['quiet'][-1]['s']:.2f} / {e['contended'][-1]['s']:.2f}" for k, e in enumerate(epochs.values(), 1)), flush=True)
+            print(
+                f"round {i + 1}, quiet / contended s per epoch: "
+                + "; ".join(f"[{k}] {e['quiet'][-1]['s']:.2f} / {e['contended'][-1]['s']:.2f}" for k, e in enumerate(epochs.values(), 1)),
+                flush=True,
+            )
     finally:
         for process in children.values():
             process.kill()
@@ -76,24 +87,34 @@ def main(argv: list[str] | None = None) -> None:
         row = {"setting": name, "env": SETTINGS[name][0], "threads": SETTINGS[name][1], **info[name]}
         for kind, runs in kinds.items():
             row[f"{kind}_s"] = statistics.median(r["s"] for r in runs)
-            row[f"{kind}_cpu_s"] = statistics.median(r["cpu_s"] for r in runs)    # CPU seconds of all its threads per epoch
+            row[f"{kind}_cpu_s"] = statistics.median(r["cpu_s"] for r in runs)  # CPU seconds of all its threads per epoch
             row[f"{kind}_epochs_s"] = [r["s"] for r in runs]
             row[f"{kind}_extrapolated"] = sum(r["cut"] for r in runs)
         row["ratio"] = row["contended_s"] / row["quiet_s"]
         rows.append(row)
     fastest = min(r["quiet_s"] for r in rows)
-    other = (f"1-minute load average {load_before[0]:.1f} before the benchmark and {load_after[0]:.1f} after it "
-             "(the benchmark adds about 1, 2 while the competitor runs): other work shared the machine")
-    protocol = (f"one child process per setting (environment set before torch loads, then torch.set_num_threads for `threads`), "
-                f"one untimed warm-up epoch each; then {args.rounds} rounds in which every setting in turn (order reversed every round) "
-                f"runs a quiet epoch and an epoch beside `python -c 'while True: pass'` (started 0.3 s before, killed after); "
-                f"epoch = every training batch of the sample data (forward, L1 loss, backward, gradient clipping at 1, AdamW), "
-                f"no validation; medians per kind; CPU s = the child's user + system time over all its threads; an epoch "
-                f"slower than {MAX_EPOCH_S:.0f} s is stopped and its time extrapolated from the steps done")
+    other = (
+        f"1-minute load average {load_before[0]:.1f} before the benchmark and {load_after[0]:.1f} after it "
+        "(the benchmark adds about 1, 2 while the competitor runs): other work shared the machine"
+    )
+    protocol = (
+        f"one child process per setting (environment set before torch loads, then torch.set_num_threads for `threads`), "
+        f"one untimed warm-up epoch each; then {args.rounds} rounds in which every setting in turn (order reversed every round) "
+        f"runs a quiet epoch and an epoch beside `python -c 'while True: pass'` (started 0.3 s before, killed after); "
+        f"epoch = every training batch of the sample data (forward, L1 loss, backward, gradient clipping at 1, AdamW), "
+        f"no validation; medians per kind; CPU s = the child's user + system time over all its threads; an epoch "
+        f"slower than {MAX_EPOCH_S:.0f} s is stopped and its time extrapolated from the steps done"
+    )
     for row in rows:
-        row |= {"contended_vs_fastest_quiet": row["contended_s"] / fastest, "rounds": args.rounds, "elapsed_s": elapsed,
-                "machine": machine(), "command": "python -m benchmarks contention" + "".join(f" {a}" for a in (argv or [])),
-                "protocol": protocol, "other_load": other}
+        row |= {
+            "contended_vs_fastest_quiet": row["contended_s"] / fastest,
+            "rounds": args.rounds,
+            "elapsed_s": elapsed,
+            "machine": machine(),
+            "command": "python -m benchmarks contention" + "".join(f" {a}" for a in (argv or [])),
+            "protocol": protocol,
+            "other_load": other,
+        }
     write("contention", rows, markdown(rows))
 
 
@@ -109,8 +130,11 @@ def markdown(rows: list[dict]) -> str:
         "| setting | quiet s / epoch | contended s / epoch | contended / quiet | contended / fastest quiet "
         "| CPU s / epoch, quiet | CPU s / epoch, contended |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        *(f"| {r['setting']} | {r['quiet_s']:.2f}{cut(r, 'quiet')} | {r['contended_s']:.2f}{cut(r, 'contended')} | {r['ratio']:.1f}x | "
-          f"{r['contended_vs_fastest_quiet']:.1f}x | {r['quiet_cpu_s']:.2f} | {r['contended_cpu_s']:.2f} |" for r in rows),
+        *(
+            f"| {r['setting']} | {r['quiet_s']:.2f}{cut(r, 'quiet')} | {r['contended_s']:.2f}{cut(r, 'contended')} | {r['ratio']:.1f}x | "
+            f"{r['contended_vs_fastest_quiet']:.1f}x | {r['quiet_cpu_s']:.2f} | {r['contended_cpu_s']:.2f} |"
+            for r in rows
+        ),
         "",
         "The work per epoch is the same in every row; the CPU seconds it took are not. Torch's default threads "
         f"took {r0['quiet_cpu_s'] / rows[-1]['quiet_cpu_s']:.1f}x (quiet) and {r0['contended_cpu_s'] / rows[-1]['contended_cpu_s']:.1f}x "
@@ -129,8 +153,10 @@ def ask(process: subprocess.Popen, command: str) -> dict:
     process.stdin.flush()
     line = process.stdout.readline()
     if not line:
-        sys.exit(f"a contention child exited (status {process.wait()}); run it alone to see why: "
-                 f"python -m benchmarks contention --child '{command}'")
+        sys.exit(
+            f"a contention child exited (status {process.wait()}); run it alone to see why: "
+            f"python -m benchmarks contention --child '{command}'"
+        )
     return json.loads(line)
 
 
@@ -158,7 +184,7 @@ def child(name: str) -> None:
         start, cpu, steps = time.perf_counter(), time.process_time(), 0
         for x, y in loader:
             optimizer.zero_grad(set_to_none=True)
-            module.loss(module(x), y).backward()                            # x [B, L, C] -> [B, H, T]
+            module.loss(module(x), y).backward()  # x [B, L, C] -> [B, H, T]
             torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.trainer.gradient_clip_val)
             optimizer.step()
             steps += 1
@@ -169,7 +195,7 @@ def child(name: str) -> None:
 
     for line in sys.stdin:
         if line.strip() == "ready":
-            epoch()                                                          # warm-up
+            epoch()  # warm-up
             answer = {"steps": len(loader), "torch_threads": torch.get_num_threads()}
         else:
             answer = epoch()

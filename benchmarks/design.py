@@ -34,7 +34,7 @@ VARIANTS = {
     "loss=mae": ["model.loss=mae"],
     "lr=0.003": ["model.lr=0.003"],
     "weight_decay=0.01": ["model.weight_decay=0.01"],
-    "segrnn": ["model.hidden_size=512", "model.dropout=0.5", "model.lr=0.001"],   # SegRNN's published ETTh1 settings
+    "segrnn": ["model.hidden_size=512", "model.dropout=0.5", "model.lr=0.001"],  # SegRNN's published ETTh1 settings
     "train_stride=1": ["data.train_stride=1"],
     "train_stride=4": ["data.train_stride=4"],
 }
@@ -54,18 +54,29 @@ def main(argv: list[str] | None = None) -> None:
     if not args.table_only:
         for name in names:
             multirun([*setting, *VARIANTS[name], f"tracking.experiment={EXPERIMENT}", f"+tracking.tags.variant='{name}'"])
-    found = [r for r in rows(EXPERIMENT) if r["variant"] and r["dataset"].lower() == args.data and r["model"] == args.model
-             and r["lookback"] == args.lookback and r["horizon"] == args.horizon]
+    found = [
+        r
+        for r in rows(EXPERIMENT)
+        if r["variant"]
+        and r["dataset"].lower() == args.data
+        and r["model"] == args.model
+        and r["lookback"] == args.lookback
+        and r["horizon"] == args.horizon
+    ]
     found = latest(found, key=lambda r: (r["dataset"], r["model"], r["variant"]))
     found.sort(key=lambda r: r["val_loss"])
     base = next((r["settings"] for r in found if r["variant"] == "defaults"), {})
     shown = ("hidden_size", "num_layers", "segment_len", "norm", "decoder", "channel_independent", "dropout", "loss", "lr")
     lines = [
         "Each variant changes one setting of this base (the defaults when the sweep ran): "
-        + ", ".join(f"{k}={base[k]}" for k in shown if k in base) + ".", "",
+        + ", ".join(f"{k}={base[k]}" for k in shown if k in base)
+        + ".",
+        "",
         f"Validation sweep on {found[0]['dataset'] if found else args.data}, {args.model}, L = {args.lookback}, H = {args.horizon} "
-        f"({machine()}); sorted by validation MSE.", "",
-        "| variant | val MSE | test MSE | params | fit s | epochs to best |", "|---|---:|---:|---:|---:|---:|",
+        f"({machine()}); sorted by validation MSE.",
+        "",
+        "| variant | val MSE | test MSE | params | fit s | epochs to best |",
+        "|---|---:|---:|---:|---:|---:|",
         *(f"| {r['variant']} | {r['val_loss']:.4f} | {r['mse']:.4f} | {r['params']:,} | {r['fit_s']:.0f} | {r['epochs']} |" for r in found),
     ]
     name = f"design-{args.data}-{args.model}-L{args.lookback}" + (f"-H{args.horizon}" if args.horizon != 96 else "")

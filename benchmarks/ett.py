@@ -44,8 +44,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     horizons = [int(h) for h in args.horizons.split(",")]
     if not args.table_only:
-        common = [f"data={args.datasets}", f"model={args.models}", f"data.lookback={args.lookback}",
-                  f"tracking.experiment={EXPERIMENT}", *args.hydra]
+        common = [
+            f"data={args.datasets}",
+            f"model={args.models}",
+            f"data.lookback={args.lookback}",
+            f"tracking.experiment={EXPERIMENT}",
+            *args.hydra,
+        ]
         if 96 in horizons:
             multirun([*common, "data.horizon=96", f"seed={args.seeds}"])
         longer = [h for h in horizons if h != 96]
@@ -65,8 +70,10 @@ def tabulate(lookback: int) -> None:
     head = ["dataset", "H", *models, *(f"{p} (published)" for p in PUBLISHED)]
     lines = [
         f"Scaled test MSE / MAE under the standard protocol, L = {lookback}, every test window; "
-        f"H = 96: mean ± std over seeds. Machine: {machine()}.", "",
-        "| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2),
+        f"H = 96: mean ± std over seeds. Machine: {machine()}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * 2 + "---:|" * (len(head) - 2),
     ]
     for dataset, horizon in sorted({k[:2] for k in cells}):
         row = [dataset, str(horizon)]
@@ -76,16 +83,24 @@ def tabulate(lookback: int) -> None:
         i = HORIZONS.index(horizon) if horizon in HORIZONS else None
         row += [f"{PUBLISHED[p][dataset][i]:.3f}" if i is not None and dataset in PUBLISHED[p] else "" for p in PUBLISHED]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Cost per cell (median over the runs of the cell): fit seconds, seconds per epoch, epochs to the best checkpoint.", "",
-              "| dataset | model | params (H = 96) | fit s | s / epoch | epochs to best | runs |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "Cost per cell (median over the runs of the cell): fit seconds, seconds per epoch, epochs to the best checkpoint.",
+        "",
+        "| dataset | model | params (H = 96) | fit s | s / epoch | epochs to best | runs |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for dataset in sorted({k[0] for k in cells}):
         for model in models:
             runs = [r for k, v in cells.items() if k[0] == dataset and k[2] == model for r in v]
             if runs:
                 params = next((r["params"] for r in runs if r["horizon"] == 96), runs[0]["params"])
                 epoch_s = [r["epoch_s"] for r in runs if r["epoch_s"]]
-                lines.append(f"| {dataset} | {model} | {params:,} | {statistics.median(r['fit_s'] for r in runs):.0f} | "
-                             f"{statistics.median(epoch_s) if epoch_s else 0:.1f} | {statistics.median(r['epochs'] for r in runs):.0f} | {len(runs)} |")
+                lines.append(
+                    f"| {dataset} | {model} | {params:,} | {statistics.median(r['fit_s'] for r in runs):.0f} | "
+                    f"{statistics.median(epoch_s) if epoch_s else 0:.1f} | "
+                    f"{statistics.median(r['epochs'] for r in runs):.0f} | {len(runs)} |"
+                )
     total = sum(r["fit_s"] for r in found)
     lines += ["", f"Total fit time of the {len(found)} runs: {total / 60:.0f} min."]
     write("ett", found, "\n".join(lines))

@@ -43,8 +43,15 @@ BATCH, ALIAS = 256, "bench"
 def train(cell: str, folder: Path) -> str:
     """Train and register a small model on the sample data in `folder`; its URI by alias."""
     name = f"latency-{cell}"
-    command = [sys.executable, "-m", "forecast.train", f"model={cell}", "trainer.max_epochs=1",
-               f"tracking.register={name}", "tracking.experiment=latency"]
+    command = [
+        sys.executable,
+        "-m",
+        "forecast.train",
+        f"model={cell}",
+        "trainer.max_epochs=1",
+        f"tracking.register={name}",
+        "tracking.experiment=latency",
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_DISABLE_TELEMETRY": "true"}
     print("$ python", shlex.join(command[1:]), flush=True)
     done = subprocess.run(command, check=False, cwd=folder, env=env, capture_output=True, text=True)
@@ -61,11 +68,11 @@ def train(cell: str, folder: Path) -> str:
 def inputs(forecaster, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
     """One window as the served model receives it (a frame) and BATCH raw windows [BATCH, L, C]."""
     rows = forecaster.lookback + BATCH - 1
-    values = forecaster.scaler.mean + forecaster.scaler.std * rng.standard_normal((rows, len(forecaster.inputs)))   # [rows, C] raw readings
+    values = forecaster.scaler.mean + forecaster.scaler.std * rng.standard_normal((rows, len(forecaster.inputs)))  # [rows, C] raw readings
     frame = pd.DataFrame(values[-forecaster.lookback :], columns=forecaster.inputs)
     stamps = pd.date_range("2025-01-06", periods=rows, freq=forecaster.freq)[-forecaster.lookback :]
-    frame.insert(0, "timestamp", stamps.astype(str))                                   # as read from a CSV
-    windows = sliding_window_view(values, forecaster.lookback, axis=0).transpose(0, 2, 1)   # [BATCH, L, C], a view
+    frame.insert(0, "timestamp", stamps.astype(str))  # as read from a CSV
+    windows = sliding_window_view(values, forecaster.lookback, axis=0).transpose(0, 2, 1)  # [BATCH, L, C], a view
     return frame, np.ascontiguousarray(windows)
 
 
@@ -99,8 +106,15 @@ def measure(uri: str, warmup: int, repeats: int) -> list[dict]:
         ("network: forward(scaled), no_grad", 1, lambda: forward(scaled[:1])),
         ("network: forward(scaled), no_grad", BATCH, lambda: forward(scaled)),
     ]
-    about = {"model_uri": uri, "cell": forecaster.net.cell, "params": sum(p.numel() for p in forecaster.net.parameters()),
-             "lookback": forecaster.lookback, "horizon": forecaster.horizon, "inputs": len(forecaster.inputs), "targets": len(forecaster.targets)}
+    about = {
+        "model_uri": uri,
+        "cell": forecaster.net.cell,
+        "params": sum(p.numel() for p in forecaster.net.parameters()),
+        "lookback": forecaster.lookback,
+        "horizon": forecaster.horizon,
+        "inputs": len(forecaster.inputs),
+        "targets": len(forecaster.targets),
+    }
     rows = []
     for path, n, call in paths:
         ms = median_ms(call, warmup, repeats)
@@ -113,16 +127,23 @@ def table(rows: list[dict], warmup: int, repeats: int) -> str:
     from benchmarks.sweep import machine
 
     models = {r["model_uri"]: r for r in rows}
-    described = "; ".join(f"`{uri}`: {r['cell']}, {r['params']:,} params, L = {r['lookback']}, H = {r['horizon']}, "
-                          f"{r['inputs']} inputs -> {r['targets']} targets" for uri, r in models.items())
-    return "\n".join([
-        (f"Forecast latency on the CPU ({machine()}, {torch.get_num_threads()} torch threads): {described}. Median of "
-         f"{repeats} calls after {warmup} warm-up calls, raw readings drawn around the model's scaler."),
-        "",
-        "| model | path | windows | ms / call | ms / window |",
-        "|---|---|---:|---:|---:|",
-        *(f"| {r['cell']} | {r['path']} | {r['windows']} | {r['ms_per_call']:.2f} | {r['ms_per_window']:.3f} |" for r in rows),
-    ])
+    described = "; ".join(
+        f"`{uri}`: {r['cell']}, {r['params']:,} params, L = {r['lookback']}, H = {r['horizon']}, "
+        f"{r['inputs']} inputs -> {r['targets']} targets"
+        for uri, r in models.items()
+    )
+    return "\n".join(
+        [
+            (
+                f"Forecast latency on the CPU ({machine()}, {torch.get_num_threads()} torch threads): {described}. Median of "
+                f"{repeats} calls after {warmup} warm-up calls, raw readings drawn around the model's scaler."
+            ),
+            "",
+            "| model | path | windows | ms / call | ms / window |",
+            "|---|---|---:|---:|---:|",
+            *(f"| {r['cell']} | {r['path']} | {r['windows']} | {r['ms_per_call']:.2f} | {r['ms_per_window']:.3f} |" for r in rows),
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,9 +165,11 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db")
         uris = args.model_uri or [train(cell, Path(tmp)) for cell in args.models]
         rows = [row for uri in uris for row in measure(uri, args.warmup, args.repeats)]
-    protocol = (f"in-process on the CPU, {torch.get_num_threads()} torch threads; {args.warmup} warm-up calls, median of "
-                f"{args.repeats}; model loaded with forecast.pyfunc.load; load average {load:.1f} at the start"
-                + ("" if args.model_uri else "; model trained for 1 epoch on the sample data"))
+    protocol = (
+        f"in-process on the CPU, {torch.get_num_threads()} torch threads; {args.warmup} warm-up calls, median of "
+        f"{args.repeats}; model loaded with forecast.pyfunc.load; load average {load:.1f} at the start"
+        + ("" if args.model_uri else "; model trained for 1 epoch on the sample data")
+    )
     for row in rows:
         row |= {"machine": machine(), "command": command, "protocol": protocol}
     write("latency", rows, table(rows, args.warmup, args.repeats))

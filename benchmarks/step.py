@@ -27,7 +27,7 @@ from forecast.recurrent import RecurrentNet
 SIZES = {
     "default L=96": (96, 96, {}),
     "default L=720": (720, 96, {}),
-    "budget 64x2 L=96": (96, 96, {"hidden_size": 64, "num_layers": 2}),   # the peers' fixed budget
+    "budget 64x2 L=96": (96, 96, {"hidden_size": 64, "num_layers": 2}),  # the peers' fixed budget
 }
 BATCH, CHANNELS = 256, 7
 
@@ -37,16 +37,16 @@ def forward_flops(net: RecurrentNet, batch: int) -> int:
     d, gates = net.rnn.hidden_size, 3 if net.cell == "gru" else 4
     G, w, S, M = gates * d, net.segment_len, net.n_in_segments, net.n_out_segments
     width = 1 if net.channel_independent else net.n_inputs
-    N = batch * (net.n_inputs if net.channel_independent else 1)       # series through the cell
+    N = batch * (net.n_inputs if net.channel_independent else 1)  # series through the cell
     out = net.head.out_features
-    flops = N * S * (w * width) * d                                    # segment projection
-    flops += net.rnn.num_layers * N * S * (d * G + d * G)              # encoder: input and state products
+    flops = N * S * (w * width) * d  # segment projection
+    flops += net.rnn.num_layers * N * S * (d * G + d * G)  # encoder: input and state products
     if net.decoder == "direct":
         flops += N * d * out
     else:
-        flops += M * d * G + N * d * G                                 # layer 1: queries once, state once per series
+        flops += M * d * G + N * d * G  # layer 1: queries once, state once per series
         flops += (net.rnn.num_layers - 1) * (N * M * d * G + N * d * G)
-        flops += N * M * d * out                                       # head on every output segment
+        flops += N * M * d * out  # head on every output segment
     return 2 * flops
 
 
@@ -78,9 +78,10 @@ def step_seconds(nets: dict[str, RecurrentNet], lookback: int, horizon: int, rep
             opt.zero_grad(set_to_none=True)
             torch.nn.functional.l1_loss(net(x), y).backward()
             opt.step()
+
         steps[name] = step
     times = {name: [] for name in nets}
-    for i in range(repeats + 3):                                       # 3 warm-up rounds
+    for i in range(repeats + 3):  # 3 warm-up rounds
         for name, step in steps.items():
             start = time.perf_counter()
             step()
@@ -99,31 +100,55 @@ def main(argv: list[str] | None = None) -> None:
     for name, (lookback, horizon, settings) in SIZES.items():
         nets = {cell: RecurrentNet(CHANNELS, list(range(CHANNELS)), lookback, horizon, cell=cell, **settings) for cell in ("gru", "lstm")}
         measured[name] = nets, step_seconds(nets, lookback, horizon, args.repeats)
-    rate = max(rate, matmul_rate())                                    # the better of before and after: the hardware's
+    rate = max(rate, matmul_rate())  # the better of before and after: the hardware's
     rows = []
     for name, (lookback, horizon, _) in SIZES.items():
         nets, seconds = measured[name]
         for cell, net in nets.items():
             flops = 3 * forward_flops(net, BATCH)
-            rows.append({"size": name, "cell": cell, "lookback": lookback, "horizon": horizon, "batch": BATCH,
-                         "hidden_size": net.rnn.hidden_size, "num_layers": net.rnn.num_layers, "gflop": flops / 1e9,
-                         "step_ms": 1000 * seconds[cell], "floor_ms": 1000 * flops / rate, "ratio": seconds[cell] * rate / flops})
+            rows.append(
+                {
+                    "size": name,
+                    "cell": cell,
+                    "lookback": lookback,
+                    "horizon": horizon,
+                    "batch": BATCH,
+                    "hidden_size": net.rnn.hidden_size,
+                    "num_layers": net.rnn.num_layers,
+                    "gflop": flops / 1e9,
+                    "step_ms": 1000 * seconds[cell],
+                    "floor_ms": 1000 * flops / rate,
+                    "ratio": seconds[cell] * rate / flops,
+                }
+            )
     for row in rows:
         lstm = next(r for r in rows if r["size"] == row["size"] and r["cell"] == "lstm")
         row["vs_lstm"] = row["step_ms"] / lstm["step_ms"]
     lines = [
-        (f"One training step (batch {BATCH} x {CHANNELS} channels, AdamW) against its floor: matrix-product FLOPs "
-         f"at this machine's measured rate of {rate / 1e9:.0f} GFLOP/s ({machine()}); median of {args.repeats} steps, "
-         "GRU and LSTM steps alternating."),
+        (
+            f"One training step (batch {BATCH} x {CHANNELS} channels, AdamW) against its floor: matrix-product FLOPs "
+            f"at this machine's measured rate of {rate / 1e9:.0f} GFLOP/s ({machine()}); median of {args.repeats} steps, "
+            "GRU and LSTM steps alternating."
+        ),
         "",
         "| size | cell | GFLOP / step | floor ms | step ms | step / floor | step / LSTM step |",
         "|---|---|---:|---:|---:|---:|---:|",
-        *(f"| {r['size']} | {r['cell']} | {r['gflop']:.2f} | {r['floor_ms']:.1f} | {r['step_ms']:.1f} | {r['ratio']:.2f} | {r['vs_lstm']:.2f} |" for r in rows),
+        *(
+            f"| {r['size']} | {r['cell']} | {r['gflop']:.2f} | {r['floor_ms']:.1f} | {r['step_ms']:.1f} | "
+            f"{r['ratio']:.2f} | {r['vs_lstm']:.2f} |"
+            for r in rows
+        ),
     ]
-    protocol = (f"one AdamW step (L1 loss, forward + backward + update) on random batches of {BATCH} windows x {CHANNELS} "
-                f"channels, median of {args.repeats} after 3 warm-up steps; floor = 3 x the forward's matrix-product FLOPs "
-                "at the median rate of a 2048 x 2048 float32 product (the better of before and after the steps)")
+    protocol = (
+        f"one AdamW step (L1 loss, forward + backward + update) on random batches of {BATCH} windows x {CHANNELS} "
+        f"channels, median of {args.repeats} after 3 warm-up steps; floor = 3 x the forward's matrix-product FLOPs "
+        "at the median rate of a 2048 x 2048 float32 product (the better of before and after the steps)"
+    )
     for row in rows:
-        row |= {"machine": machine(), "command": "python -m benchmarks step" + "".join(f" {a}" for a in (argv or [])),
-                "protocol": protocol, "gflop_per_s": rate / 1e9}
+        row |= {
+            "machine": machine(),
+            "command": "python -m benchmarks step" + "".join(f" {a}" for a in (argv or [])),
+            "protocol": protocol,
+            "gflop_per_s": rate / 1e9,
+        }
     write("step", rows, "\n".join(lines))

@@ -32,23 +32,34 @@ def rows(experiment: str) -> list[dict]:
     out = []
     for run in client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"]):
         p, m, t = run.data.params, run.data.metrics, run.data.tags
-        out.append({
-            "dataset": t["dataset"], "model": t["architecture"], "horizon": int(p["data.horizon"]),
-            "lookback": int(p["data.lookback"]), "seed": int(p["seed"]),
-            "mse": m["test/mse_scaled"], "mae": m["test/mae_scaled"], "val_loss": m.get("val/best_loss"),
-            "params": int(m["model/params"]), "fit_s": m["time/fit_s"], "epoch_s": m.get("time/epoch_s"),
-            "epochs": int(m["train/best_epoch"]) + 1 if "train/best_epoch" in m else 0,
-            "train_stride": int(p.get("data.train_stride", 1)), "run_id": run.info.run_id,
-            "variant": t.get("variant"), "command": t.get("command", ""),
-            "settings": {k.removeprefix("model."): v for k, v in p.items() if k.startswith("model.") and k != "model._target_"},
-        })
+        out.append(
+            {
+                "dataset": t["dataset"],
+                "model": t["architecture"],
+                "horizon": int(p["data.horizon"]),
+                "lookback": int(p["data.lookback"]),
+                "seed": int(p["seed"]),
+                "mse": m["test/mse_scaled"],
+                "mae": m["test/mae_scaled"],
+                "val_loss": m.get("val/best_loss"),
+                "params": int(m["model/params"]),
+                "fit_s": m["time/fit_s"],
+                "epoch_s": m.get("time/epoch_s"),
+                "epochs": int(m["train/best_epoch"]) + 1 if "train/best_epoch" in m else 0,
+                "train_stride": int(p.get("data.train_stride", 1)),
+                "run_id": run.info.run_id,
+                "variant": t.get("variant"),
+                "command": t.get("command", ""),
+                "settings": {k.removeprefix("model."): v for k, v in p.items() if k.startswith("model.") and k != "model._target_"},
+            }
+        )
     return out
 
 
 def latest(found: list[dict], key) -> list[dict]:
     """Keep the newest row for each key (a rerun replaces an older result)."""
     seen, kept = set(), []
-    for row in found:                 # newest first
+    for row in found:  # newest first
         if key(row) not in seen:
             seen.add(key(row))
             kept.append(row)
@@ -63,8 +74,10 @@ def mean_spread(values: list[float]) -> str:
 
 def machine() -> str:
     import torch
+
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {platform.python_version()}" + (
-        f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU")
+        f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    )
 
 
 def write(name: str, table_rows: list[dict], markdown: str) -> None:

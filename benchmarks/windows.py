@@ -91,8 +91,13 @@ def child(path: str, lookback: int, horizon: int, batches: int) -> None:
         peaks[name] = status_mb("VmHWM")
     marks["iterate_s"], marks["windows_iterated"], marks["loader_peak_mb"] = time.perf_counter() - start, seen, peaks
     marks["iterate_peak_mb"], marks["after_iterate_mb"] = max(peaks.values()), status_mb("VmRSS")
-    marks |= {"rows": len(dm.frame), "channels": dm.n_inputs, "windows": sum(dm.windows.values()), "split_windows": dm.windows,
-              "series_dtype": str(dm.datasets["train"].series.dtype)}
+    marks |= {
+        "rows": len(dm.frame),
+        "channels": dm.n_inputs,
+        "windows": sum(dm.windows.values()),
+        "split_windows": dm.windows,
+        "series_dtype": str(dm.datasets["train"].series.dtype),
+    }
     print(json.dumps(marks))
 
 
@@ -124,39 +129,45 @@ def table(m: dict, s: dict, lookback: int, horizon: int, batches: int, load: flo
         times = f"{mb / s['series_mb']:.2f}" if ratio else ""
         return f"| {what} | {mb:,.0f} | {times} |"
 
-    return "\n".join([
-        (f"Data module memory on the generated ETT-like series ({m['rows']:,} rows x {m['channels']} channels, L = {lookback}, "
-         f"H = {horizon}, {m['windows']:,} windows; {machine()}; load average {load:.1f} at the start). Peaks are the "
-         "kernel's high-water mark (VmHWM) of a fresh process, reset after each phase; increases are over the RSS after "
-         f"ingestion, with freed memory returned. Iteration: {batches} training batches of 256 (shuffled), {batches} "
-         f"validation and {batches} test batches of 512 ({m['windows_iterated']:,} windows in {m['iterate_s']:.1f} s)."),
-        "",
-        "| memory | MiB | x series array |",
-        "|---|---:|---:|",
-        row(f"the series' array (rows x channels x 4 bytes, {m['series_dtype']})", s["series_mb"]),
-        row("materialised windows would take (windows x (L + H) x channels x 4 bytes)", s["materialised_mb"]),
-        row("RSS after imports", m["imports_mb"], ratio=False),
-        row("peak while loading the CSV (load_frame)", m["load_peak_mb"], ratio=False),
-        row("RSS after loading (freed memory returned)", m["after_load_trimmed_mb"], ratio=False),
-        row("setup: peak increase (scaler, float32 series, window origins)", s["setup_peak_increase_mb"]),
-        row("setup: retained increase", s["setup_retained_mb"]),
-        row("iteration: peak increase over the RSS after setup", s["iterate_peak_increase_mb"]),
-        row("- training loader (shuffled)", s["train_loader_peak_increase_mb"]),
-        row("- its shuffling sampler alone (a permutation of the training windows)", s["sampler_peak_increase_mb"]),
-        row("- validation loader", s["val_loader_peak_increase_mb"]),
-        row("- test loader", s["test_loader_peak_increase_mb"]),
-        row("setup + iteration: peak increase over the RSS after loading", s["peak_increase_mb"]),
-        "",
-        (f"Windows are views: the validation and test loaders add {s['val_loader_peak_increase_mb']:,.0f} and "
-         f"{s['test_loader_peak_increase_mb']:,.0f} MiB (a batch at a time), the training loader "
-         f"{s['train_loader_peak_increase_mb']:,.0f} MiB, its sampler's permutation alone "
-         f"{s['sampler_peak_increase_mb']:,.0f} MiB; materialising all {m['windows']:,} windows would take "
-         f"{s['materialised_mb'] / 1024:,.0f} GiB ({s['materialised_mb'] / s['series_mb']:,.0f}x the series). Setup keeps "
-         f"{s['setup_retained_mb'] / s['series_mb']:.2f}x the series' array (the float32 series and the window origins) "
-         f"and peaks at {s['setup_peak_increase_mb'] / s['series_mb']:.2f}x."),
-        "",
-        f"Target (issue 6), peak increase well under 2x the series' array: {ratio:.2f}x, {'met' if ratio < 2 else 'NOT met'}.",
-    ])
+    return "\n".join(
+        [
+            (
+                f"Data module memory on the generated ETT-like series ({m['rows']:,} rows x {m['channels']} channels, L = {lookback}, "
+                f"H = {horizon}, {m['windows']:,} windows; {machine()}; load average {load:.1f} at the start). Peaks are the "
+                "kernel's high-water mark (VmHWM) of a fresh process, reset after each phase; increases are over the RSS after "
+                f"ingestion, with freed memory returned. Iteration: {batches} training batches of 256 (shuffled), {batches} "
+                f"validation and {batches} test batches of 512 ({m['windows_iterated']:,} windows in {m['iterate_s']:.1f} s)."
+            ),
+            "",
+            "| memory | MiB | x series array |",
+            "|---|---:|---:|",
+            row(f"the series' array (rows x channels x 4 bytes, {m['series_dtype']})", s["series_mb"]),
+            row("materialised windows would take (windows x (L + H) x channels x 4 bytes)", s["materialised_mb"]),
+            row("RSS after imports", m["imports_mb"], ratio=False),
+            row("peak while loading the CSV (load_frame)", m["load_peak_mb"], ratio=False),
+            row("RSS after loading (freed memory returned)", m["after_load_trimmed_mb"], ratio=False),
+            row("setup: peak increase (scaler, float32 series, window origins)", s["setup_peak_increase_mb"]),
+            row("setup: retained increase", s["setup_retained_mb"]),
+            row("iteration: peak increase over the RSS after setup", s["iterate_peak_increase_mb"]),
+            row("- training loader (shuffled)", s["train_loader_peak_increase_mb"]),
+            row("- its shuffling sampler alone (a permutation of the training windows)", s["sampler_peak_increase_mb"]),
+            row("- validation loader", s["val_loader_peak_increase_mb"]),
+            row("- test loader", s["test_loader_peak_increase_mb"]),
+            row("setup + iteration: peak increase over the RSS after loading", s["peak_increase_mb"]),
+            "",
+            (
+                f"Windows are views: the validation and test loaders add {s['val_loader_peak_increase_mb']:,.0f} and "
+                f"{s['test_loader_peak_increase_mb']:,.0f} MiB (a batch at a time), the training loader "
+                f"{s['train_loader_peak_increase_mb']:,.0f} MiB, its sampler's permutation alone "
+                f"{s['sampler_peak_increase_mb']:,.0f} MiB; materialising all {m['windows']:,} windows would take "
+                f"{s['materialised_mb'] / 1024:,.0f} GiB ({s['materialised_mb'] / s['series_mb']:,.0f}x the series). Setup keeps "
+                f"{s['setup_retained_mb'] / s['series_mb']:.2f}x the series' array (the float32 series and the window origins) "
+                f"and peaks at {s['setup_peak_increase_mb'] / s['series_mb']:.2f}x."
+            ),
+            "",
+            f"Target (issue 6), peak increase well under 2x the series' array: {ratio:.2f}x, {'met' if ratio < 2 else 'NOT met'}.",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,11 +191,21 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()[0]
     m = measure(dataset(args.rows, args.seed, args.dir), args.lookback, args.horizon, args.batches)
     s = summary(m, args.lookback, args.horizon)
-    protocol = ("fresh process; VmHWM reset via /proc/self/clear_refs between phases (load_frame, rest of the data module's "
-                "constructor, iteration); increases over the RSS after load_frame with freed memory returned (malloc_trim, "
-                f"arrow pool); {args.batches} batches from each loader; load average {load:.1f} at the start")
-    row = {**m, **s, "lookback": args.lookback, "horizon": args.horizon, "batches": args.batches,
-           "machine": machine(), "command": command, "protocol": protocol}
+    protocol = (
+        "fresh process; VmHWM reset via /proc/self/clear_refs between phases (load_frame, rest of the data module's "
+        "constructor, iteration); increases over the RSS after load_frame with freed memory returned (malloc_trim, "
+        f"arrow pool); {args.batches} batches from each loader; load average {load:.1f} at the start"
+    )
+    row = {
+        **m,
+        **s,
+        "lookback": args.lookback,
+        "horizon": args.horizon,
+        "batches": args.batches,
+        "machine": machine(),
+        "command": command,
+        "protocol": protocol,
+    }
     write("windows", [row], table(m, s, args.lookback, args.horizon, args.batches, load))
 
 

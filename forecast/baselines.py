@@ -33,8 +33,8 @@ class LastValue(nn.Module):
         self.register_buffer("t", torch.as_tensor(list(target_index)), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = x[:, -1:, :].index_select(2, self.t)               # [B, 1, T]
-        return last.expand(-1, self.horizon, -1)                  # [B, H, T]
+        last = x[:, -1:, :].index_select(2, self.t)  # [B, 1, T]
+        return last.expand(-1, self.horizon, -1)  # [B, H, T]
 
 
 class SeasonalNaive(nn.Module):
@@ -54,7 +54,9 @@ class SeasonalNaive(nn.Module):
             raise InputError(f"model.period={period} must be between 1 and data.lookback={lookback}")
         self.lookback, self.horizon = lookback, horizon
         self.register_buffer("t", torch.as_tensor(list(target_index)), persistent=False)
-        self.register_buffer("steps", torch.arange(lookback - period, lookback).repeat((horizon + period - 1) // period)[:horizon], persistent=False)
+        self.register_buffer(
+            "steps", torch.arange(lookback - period, lookback).repeat((horizon + period - 1) // period)[:horizon], persistent=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.index_select(1, self.steps).index_select(2, self.t)  # [B, H, T]
@@ -74,8 +76,16 @@ class LinearNet(nn.Module):
             0 turns the decomposition off.
     """
 
-    def __init__(self, n_inputs: int, target_index: list[int], lookback: int, horizon: int,
-                 norm: str = "last", individual: bool = False, decompose: int = 0):
+    def __init__(
+        self,
+        n_inputs: int,
+        target_index: list[int],
+        lookback: int,
+        horizon: int,
+        norm: str = "last",
+        individual: bool = False,
+        decompose: int = 0,
+    ):
         super().__init__()
         if decompose < 0:
             raise InputError(f"model.decompose must be 0 (off) or a kernel size, got {decompose}")
@@ -91,19 +101,19 @@ class LinearNet(nn.Module):
             nn.init.uniform_(self.trend, -1 / lookback, 1 / lookback)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, stats = self.window_norm(x)                            # [B, L, C]
-        x = x.transpose(0, 2)                                     # [C, L, B]: one map per channel
+        x, stats = self.window_norm(x)  # [B, L, C]
+        x = x.transpose(0, 2)  # [C, L, B]: one map per channel
         if self.decompose:
             trend = _moving_average(x.transpose(1, 2), self.decompose).transpose(1, 2)  # [C, L, B]
             y = (x - trend).transpose(1, 2) @ self.season + trend.transpose(1, 2) @ self.trend  # [C, B, H]
         else:
-            y = x.transpose(1, 2) @ self.season                   # [C, B, H]
-        y = (y + self.bias).permute(1, 2, 0)                      # [B, H, C]
+            y = x.transpose(1, 2) @ self.season  # [C, B, H]
+        y = (y + self.bias).permute(1, 2, 0)  # [B, H, C]
         return self.window_norm.inverse(y.index_select(2, self.t), stats)  # [B, H, T]
 
 
 def _moving_average(x: torch.Tensor, kernel: int) -> torch.Tensor:
     """Centred moving average along the last axis, edges padded by repetition (as DLinear)."""
-    front, back = (kernel - 1) // 2, kernel // 2                  # x: [..., L]
+    front, back = (kernel - 1) // 2, kernel // 2  # x: [..., L]
     padded = torch.cat([x[..., :1].expand(*x.shape[:-1], front), x, x[..., -1:].expand(*x.shape[:-1], back)], dim=-1)
-    return padded.unfold(-1, kernel, 1).mean(-1)                  # [..., L]
+    return padded.unfold(-1, kernel, 1).mean(-1)  # [..., L]

@@ -30,9 +30,10 @@ from forecast.training import check_settings
 
 config.register_resolvers()
 
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="compare")
 def main(cfg: DictConfig) -> None:
-    with reported():                                  # SIGINT/SIGTERM: the parent run and the training under way end KILLED
+    with reported():  # SIGINT/SIGTERM: the parent run and the training under way end KILLED
         status = compare(cfg)
     if status:
         sys.exit(status)
@@ -48,48 +49,72 @@ def compare(cfg: DictConfig) -> int:
         raise InputError(f"models={models}: name two or more different model configs, e.g. models=[gru,lstm]")
     if cfg.budget not in ("hidden", "params"):
         raise InputError(f"budget={cfg.budget!r} is not one of hidden, params")
-    speed.use_threads(cfg.threads)                           # as the trainings will run (and a bad value fails here)
-    for m in models:                                                # every training's settings, before any data is read
-        model_config(m, passed)                                     # an unknown model config is named here
+    speed.use_threads(cfg.threads)  # as the trainings will run (and a bad value fails here)
+    for m in models:  # every training's settings, before any data is read
+        model_config(m, passed)  # an unknown model config is named here
         check_settings(hydra.compose("compare", overrides=[*passed, f"model={m}"]))
 
-    data = config.build(cfg.data)                                   # data errors surface before any run exists
+    data = config.build(cfg.data)  # data errors surface before any run exists
     conditions = plan(cfg, data)
-    sizes = {name: hidden_sizes(cfg.budget, models, passed, data.model_args() | {"lookback": lookback})
-             for name, _, lookback in conditions}
+    sizes = {name: hidden_sizes(cfg.budget, models, passed, data.model_args() | {"lookback": lookback}) for name, _, lookback in conditions}
 
     experiment_id = tracking.connect(cfg.tracking.experiment)
-    tags = {"kind": "comparison", "dataset": data.name, "machine": machine(),
-            "command": " ".join(["python -m forecast.compare", *overrides.task, *launcher]),
-            "launcher": ",".join(launcher) or "basic (one process, pairs one after the other)"}
+    tags = {
+        "kind": "comparison",
+        "dataset": data.name,
+        "machine": machine(),
+        "command": " ".join(["python -m forecast.compare", *overrides.task, *launcher]),
+        "launcher": ",".join(launcher) or "basic (one process, pairs one after the other)",
+    }
     with tracking.start_run(experiment_id, f"compare-{data.name}", tags) as parent:
         run_id = parent.info.run_id
         mlflow.log_params(tracking.flatten(cfg) | {"conditions": ",".join(c[0] for c in conditions), "seeds": ",".join(seeds)})
-        mlflow.log_dict({"models": models, "conditions": [c[0] for c in conditions], "seeds": seeds}, "comparison.json")   # the report's plan
+        mlflow.log_dict(
+            {"models": models, "conditions": [c[0] for c in conditions], "seeds": seeds}, "comparison.json"
+        )  # the report's plan
         for name, extra, _ in conditions:
             for group in by_hidden_size(models, sizes[name]):
-                hidden = hidden_override(group, sizes[name])   # replaces the user's model.hidden_size, if any
+                hidden = hidden_override(group, sizes[name])  # replaces the user's model.hidden_size, if any
                 # seed before model: the basic launcher then alternates the architectures (gru 0, lstm 0, gru 1, ...),
                 # so a load that drifts while the pairs run falls on both alike
-                command = [sys.executable, "-m", "forecast.train", "-m", f"seed={','.join(seeds)}", f"model={','.join(group)}",
-                           *[o for o in passed if not (hidden and config.override_key(o) == "model.hidden_size")], *extra, *hidden,
-                           f"tracking.experiment={cfg.tracking.experiment}", f"tracking.parent={run_id}",
-                           "+tracking.tags.seed=${seed}", f"+tracking.tags.condition={name}",
-                           f"hydra.sweep.dir=multirun/compare-{run_id[:8]}/{name}-{'-'.join(group)}", *launcher]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "forecast.train",
+                    "-m",
+                    f"seed={','.join(seeds)}",
+                    f"model={','.join(group)}",
+                    *[o for o in passed if not (hidden and config.override_key(o) == "model.hidden_size")],
+                    *extra,
+                    *hidden,
+                    f"tracking.experiment={cfg.tracking.experiment}",
+                    f"tracking.parent={run_id}",
+                    "+tracking.tags.seed=${seed}",
+                    f"+tracking.tags.condition={name}",
+                    f"hydra.sweep.dir=multirun/compare-{run_id[:8]}/{name}-{'-'.join(group)}",
+                    *launcher,
+                ]
                 print(f"\n== {name}: {', '.join(group)} x seeds {', '.join(seeds)}\n$ python {' '.join(command[1:])}", flush=True)
                 status = launch(command)
                 if status:
                     mlflow.end_run("FAILED")
-                    print(f"error: the training of condition '{name}' ({', '.join(group)}) failed with exit status {status} (its output is above);\n"
-                          f"the comparison run {run_id} is marked FAILED", file=sys.stderr)
-                    return 2 if status == 2 else 1      # a training's own crash or signal: this job failed
+                    print(
+                        f"error: the training of condition '{name}' ({', '.join(group)}) failed with exit status {status} "
+                        "(its output is above);\n"
+                        f"the comparison run {run_id} is marked FAILED",
+                        file=sys.stderr,
+                    )
+                    return 2 if status == 2 else 1  # a training's own crash or signal: this job failed
         missing = unfinished(run_id, parent.info.experiment_id, len(models) * len(seeds) * len(conditions))
         if missing:
             mlflow.end_run("FAILED")
-            print(f"error: {missing} of the comparison's trainings did not finish (interrupted?); the comparison run {run_id} is marked FAILED",
-                  file=sys.stderr)
+            print(
+                f"error: {missing} of the comparison's trainings did not finish (interrupted?); "
+                f"the comparison run {run_id} is marked FAILED",
+                file=sys.stderr,
+            )
             return 1
-        speed.measure_comparison(run_id)                  # interleaved training steps: other load cancels out
+        speed.measure_comparison(run_id)  # interleaved training steps: other load cancels out
         folder = comparison_report.build(run_id, Path(cfg.report_dir) / run_id)
     print((folder / "verdict.txt").read_text().strip())
     print(f"report: {folder / 'report.md'} (also logged to the parent run {run_id} under report/)")
@@ -113,7 +138,9 @@ def launch(command: list[str]) -> int:
 
 def unfinished(run_id: str, experiment_id: str, expected: int) -> int:
     """How many of the expected child runs are not recorded as FINISHED."""
-    finished = mlflow.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'FINISHED'", output_format="list")
+    finished = mlflow.search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'FINISHED'", output_format="list"
+    )
     return max(expected - len(finished), 0)
 
 

@@ -18,11 +18,10 @@ from forecast import config
 from forecast.errors import InputError
 from forecast.networks import count_parameters
 
-OWN_KEYS = {"models", "seeds", "budget", "small_data", "lookbacks", "report_dir"}   # compare's, not train's
-SET_HERE = {"seed", "tracking.parent", "tracking.experiment", "hydra.sweep.dir"}     # compare sets these per child
-SMALL_DATA = (0.25, 0.1)                                                             # training fractions of small_data=true
-TOLERANCE = 0.02                                                                     # budget=params: relative mismatch allowed
-
+OWN_KEYS = {"models", "seeds", "budget", "small_data", "lookbacks", "report_dir"}  # compare's, not train's
+SET_HERE = {"seed", "tracking.parent", "tracking.experiment", "hydra.sweep.dir"}  # compare sets these per child
+SMALL_DATA = (0.25, 0.1)  # training fractions of small_data=true
+TOLERANCE = 0.02  # budget=params: relative mismatch allowed
 
 
 def pass_on(task: list[str]) -> list[str]:
@@ -49,7 +48,7 @@ def plan(cfg: DictConfig, data) -> list[tuple[str, list[str], int]]:
         conditions += [(f"train-{round(f * 100)}%", [f"++data.train_fraction={f}"], data.lookback) for f in SMALL_DATA]
     for lookback in cfg.lookbacks:
         if int(lookback) != data.lookback:
-            config.build(cfg.data, lookback=int(lookback))            # the data must hold windows of this lookback too
+            config.build(cfg.data, lookback=int(lookback))  # the data must hold windows of this lookback too
             conditions.append((f"lookback-{int(lookback)}", [f"data.lookback={int(lookback)}"], int(lookback)))
     return conditions
 
@@ -61,20 +60,23 @@ def hidden_sizes(budget: str, models: list[str], passed: list[str], model_args: 
     sizes = {m: int(c.hidden_size) if "hidden_size" in c else None for m, c in configs.items()}
     if budget == "hidden":
         for c in configs.values():
-            count(c, None, model_args)                       # a bad model setting fails here, before any run
+            count(c, None, model_args)  # a bad model setting fails here, before any run
         return sizes
     reference, target = models[0], count(configs[models[0]], sizes[models[0]], model_args)
     for m in models[1:]:
         if sizes[m] is None:
             raise InputError(f"budget=params: model '{m}' has no model.hidden_size to solve; compare recurrent models or use budget=hidden")
-        low, high = 1, 4 * max(sizes[m], 8)                 # smallest hidden size whose count reaches the target
+        low, high = 1, 4 * max(sizes[m], 8)  # smallest hidden size whose count reaches the target
         while low < high:
             mid = (low + high) // 2
             low, high = (mid + 1, high) if count(configs[m], mid, model_args) < target else (low, mid)
         sizes[m] = min((low - 1, low), key=lambda h: abs(count(configs[m], h, model_args) - target) if h >= 1 else target)
         mismatch = abs(count(configs[m], sizes[m], model_args) - target) / target
         if mismatch > TOLERANCE:
-            raise InputError(f"budget=params: no hidden size of '{m}' comes within 2% of the {target:,} parameters of '{reference}' (best {mismatch:.1%})")
+            raise InputError(
+                f"budget=params: no hidden size of '{m}' comes within 2% of the {target:,} parameters "
+                f"of '{reference}' (best {mismatch:.1%})"
+            )
     return sizes
 
 

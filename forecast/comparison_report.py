@@ -32,14 +32,21 @@ from forecast.errors import InputError  # noqa: E402
 
 # (label, metric, digits): the per-architecture table, mean ± std over seeds
 MEASURED = [
-    ("test MSE (scaled)", "test/mse_scaled", 4), ("test MAE (scaled)", "test/mae_scaled", 4),
-    ("test MAE (data units)", "test/mae", 4), ("test RMSE (data units)", "test/rmse", 4),
-    ("fit time, s", "time/fit_s", 1), ("time per epoch, s", "time/epoch_s", 2),
-    ("epochs to best val/loss", "epochs_to_best", 1), ("training windows / s", "throughput/train_windows_per_s", 0),
+    ("test MSE (scaled)", "test/mse_scaled", 4),
+    ("test MAE (scaled)", "test/mae_scaled", 4),
+    ("test MAE (data units)", "test/mae", 4),
+    ("test RMSE (data units)", "test/rmse", 4),
+    ("fit time, s", "time/fit_s", 1),
+    ("time per epoch, s", "time/epoch_s", 2),
+    ("epochs to best val/loss", "epochs_to_best", 1),
+    ("training windows / s", "throughput/train_windows_per_s", 0),
     ("inference ms / window, batch 1", "inference/ms_per_window_b1", 3),
     ("inference ms / window, batch 256", "inference/ms_per_window_b256", 4),
-    ("peak RSS, MB", "memory/peak_rss_mb", 0), ("CUDA peak allocation, MB", "memory/cuda_peak_mb", 0),
-    ("parameters", "model/params", 0), ("recurrent parameters", "model/recurrent_params", 0), ("hidden size", "hidden_size", 0),
+    ("peak RSS, MB", "memory/peak_rss_mb", 0),
+    ("CUDA peak allocation, MB", "memory/cuda_peak_mb", 0),
+    ("parameters", "model/params", 0),
+    ("recurrent parameters", "model/recurrent_params", 0),
+    ("hidden size", "hidden_size", 0),
 ]
 COLORS = {"gru": "tab:blue", "lstm": "tab:orange"}
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -47,40 +54,56 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 # ---- reading the comparison back from MLflow ------------------------------------------------------
 
+
 @dataclass
 class Comparison:
     """A parent run and its finished children, as plain values."""
 
-    parent: object                  # mlflow Run
-    runs: pd.DataFrame              # one row per child: condition, architecture, seed, run_id, metrics, params
-    models: list[str]               # in the order given to compare; the first is the reference
-    conditions: list[str]           # "base" first
+    parent: object  # mlflow Run
+    runs: pd.DataFrame  # one row per child: condition, architecture, seed, run_id, metrics, params
+    models: list[str]  # in the order given to compare; the first is the reference
+    conditions: list[str]  # "base" first
     horizon: int
-    by_window: dict[str, pd.DataFrame]   # run id -> origin, mse_scaled, mae_scaled
-    by_step: dict[str, pd.DataFrame]     # run id -> step, mse_scaled, mae_scaled
-    example: dict[str, pd.DataFrame]     # run id -> the last test window, actual and forecast
-    val_loss: dict[str, list[float]]     # run id -> val/loss per epoch
-    speed: dict | None                   # the parent's speed.json (forecast.speed.measure_comparison), if measured
+    by_window: dict[str, pd.DataFrame]  # run id -> origin, mse_scaled, mae_scaled
+    by_step: dict[str, pd.DataFrame]  # run id -> step, mse_scaled, mae_scaled
+    example: dict[str, pd.DataFrame]  # run id -> the last test window, actual and forecast
+    val_loss: dict[str, list[float]]  # run id -> val/loss per epoch
+    speed: dict | None  # the parent's speed.json (forecast.speed.measure_comparison), if measured
 
 
 def collect(client: MlflowClient, parent_id: str) -> Comparison:
     try:
         parent = client.get_run(parent_id)
     except MlflowException:
-        raise InputError(f"no run {parent_id} in the tracking store {tracking.tracking_uri()}; check the id or MLFLOW_TRACKING_URI") from None
+        raise InputError(
+            f"no run {parent_id} in the tracking store {tracking.tracking_uri()}; check the id or MLFLOW_TRACKING_URI"
+        ) from None
     if parent.data.tags.get("kind") != "comparison":
-        raise InputError(f"run {parent_id} is not a comparison (no tag kind=comparison); pass the parent run id that forecast.compare printed")
-    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'")
+        raise InputError(
+            f"run {parent_id} is not a comparison (no tag kind=comparison); pass the parent run id that forecast.compare printed"
+        )
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'"
+    )
     if not children:
         raise InputError(f"comparison {parent_id} has no finished child runs yet")
     rows, by_window, by_step, example, val_loss = [], {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for run in children:
             rid, m, p, t = run.info.run_id, run.data.metrics, run.data.params, run.data.tags
-            rows.append({"run_id": rid, "condition": t.get("condition", "base"), "architecture": t["architecture"],
-                         "seed": int(p["seed"]), "lookback": int(p["data.lookback"]), "hidden_size": float(p.get("model.hidden_size", "nan")),
-                         "train_fraction": float(p.get("data.train_fraction", 1.0)),
-                         "epochs_to_best": m.get("train/best_epoch", np.nan) + 1, **m})
+            rows.append(
+                {
+                    "run_id": rid,
+                    "condition": t.get("condition", "base"),
+                    "architecture": t["architecture"],
+                    "seed": int(p["seed"]),
+                    "lookback": int(p["data.lookback"]),
+                    "hidden_size": float(p.get("model.hidden_size", "nan")),
+                    "train_fraction": float(p.get("data.train_fraction", 1.0)),
+                    "epochs_to_best": m.get("train/best_epoch", np.nan) + 1,
+                    **m,
+                }
+            )
             folder = Path(client.download_artifacts(rid, "evaluation", tmp + "/" + rid))
             by_window[rid] = pd.read_parquet(folder / "test_by_window.parquet")
             by_step[rid] = pd.read_parquet(folder / "test_by_step.parquet")
@@ -94,11 +117,13 @@ def collect(client: MlflowClient, parent_id: str) -> Comparison:
     # the plan's order (the first model is the reference); a comparison logged without one: as found
     models = [m for m in plan.get("models", []) if m in set(runs["architecture"])] or sorted(set(runs["architecture"]))
     conditions = [c for c in plan.get("conditions", ["base"]) if c in set(runs["condition"])] or sorted(set(runs["condition"]))
-    return Comparison(parent, runs, models, conditions, int(children[0].data.params["data.horizon"]), by_window, by_step, example,
-                      val_loss, measured)
+    return Comparison(
+        parent, runs, models, conditions, int(children[0].data.params["data.horizon"]), by_window, by_step, example, val_loss, measured
+    )
 
 
 # ---- the numbers -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Verdict:
@@ -106,12 +131,12 @@ class Verdict:
 
     a: str
     b: str
-    mse_a: float                 # mean over seeds of the test scaled MSE
+    mse_a: float  # mean over seeds of the test scaled MSE
     mse_b: float
-    test: stats.PairedTest       # Diebold-Mariano on the per-window scaled MSE averaged over seeds
-    step: dict | None            # forecast.speed.ratio_spread: a's training step time / b's per round (above 1: b is faster)
-    speed: str                   # the speed clause of the sentence (also when `step` is None: not measured, nothing to train)
-    params_a: float              # trainable parameters, mean over seeds (0 for last_value, seasonal_naive)
+    test: stats.PairedTest  # Diebold-Mariano on the per-window scaled MSE averaged over seeds
+    step: dict | None  # forecast.speed.ratio_spread: a's training step time / b's per round (above 1: b is faster)
+    speed: str  # the speed clause of the sentence (also when `step` is None: not measured, nothing to train)
+    params_a: float  # trainable parameters, mean over seeds (0 for last_value, seasonal_naive)
     params_b: float
 
     @property
@@ -139,9 +164,17 @@ def verdict(c: Comparison, condition: str, a: str, b: str) -> Verdict | None:
     la, lb = window_losses(c, condition, a), window_losses(c, condition, b)
     la, lb = la.align(lb, join="inner")
     step, clause = step_speed(c, condition, a, b)
-    return Verdict(a, b, float(mean.loc[a, "test/mse_scaled"]), float(mean.loc[b, "test/mse_scaled"]),
-                   stats.diebold_mariano(la.to_numpy(), lb.to_numpy(), lag=c.horizon - 1),
-                   step, clause, float(mean.loc[a, "model/params"]), float(mean.loc[b, "model/params"]))
+    return Verdict(
+        a,
+        b,
+        float(mean.loc[a, "test/mse_scaled"]),
+        float(mean.loc[b, "test/mse_scaled"]),
+        stats.diebold_mariano(la.to_numpy(), lb.to_numpy(), lag=c.horizon - 1),
+        step,
+        clause,
+        float(mean.loc[a, "model/params"]),
+        float(mean.loc[b, "model/params"]),
+    )
 
 
 def step_speed(c: Comparison, condition: str, a: str, b: str) -> tuple[dict | None, str]:
@@ -153,7 +186,7 @@ def step_speed(c: Comparison, condition: str, a: str, b: str) -> tuple[dict | No
     measured = ((c.speed or {}).get("conditions") or {}).get(condition)
     if measured is None or not {a, b} <= set(measured["times"]) | set(measured["untrainable"]):
         return None, f"training speed was not measured (python -m forecast.speed {c.parent.info.run_id} measures it)"
-    if a in measured["untrainable"] or b in measured["untrainable"]:     # a baseline without parameters
+    if a in measured["untrainable"] or b in measured["untrainable"]:  # a baseline without parameters
         return None, "there is no training speed to compare"
     spread = speed.ratio_spread(measured["times"][a], measured["times"][b])
     return spread, speed.verdict(a, b, spread, name)
@@ -181,9 +214,12 @@ def sentence(v: Verdict, dataset: str) -> str:
         params = f"the {' and the '.join(map(name, none))} {'has' if len(none) == 1 else 'have'} no parameters"
     else:
         small, pr = (v.a, v.params_ratio) if v.params_ratio <= 1 else (v.b, 1 / v.params_ratio)
-        params = (f"both have the same number of parameters within {1 - pr:.1%}" if 1 - pr < 0.02
-                  else f"the {name(small)} has {1 - pr:.0%} fewer parameters")
-    if v.step is None:                       # speed not measured, or nothing to train
+        params = (
+            f"both have the same number of parameters within {1 - pr:.1%}"
+            if 1 - pr < 0.02
+            else f"the {name(small)} has {1 - pr:.0%} fewer parameters"
+        )
+    if v.step is None:  # speed not measured, or nothing to train
         return f"On {dataset} {accuracy}; {params}; {v.speed}."
     return f"On {dataset} {v.speed}, and {accuracy}; {params}."
 
@@ -198,6 +234,7 @@ def spread(values: pd.Series, digits: int) -> str:
 
 
 # ---- the report ----------------------------------------------------------------------------------------
+
 
 def build(parent_id: str, folder: Path, log: bool = True) -> Path:
     """Write report.md, report.html, verdict.txt and the plots to `folder`; log them to the parent run."""
@@ -228,8 +265,13 @@ def build(parent_id: str, folder: Path, log: bool = True) -> Path:
         for v in base:
             prefix = f"verdict/{v.b}_vs_{v.a}"
             step = {f"step_time_{k}": v.step[k] for k in ("ratio", "ratio_q25", "ratio_q75")} if v.step else {}
-            for key, value in {"mse_rel_diff": v.rel_diff, "dm_p_value": v.test.p_value, "dm_statistic": v.test.statistic,
-                               **step, "params_ratio": v.params_ratio}.items():
+            for key, value in {
+                "mse_rel_diff": v.rel_diff,
+                "dm_p_value": v.test.p_value,
+                "dm_statistic": v.test.statistic,
+                **step,
+                "params_ratio": v.params_ratio,
+            }.items():
                 if np.isfinite(value):
                     client.log_metric(parent_id, f"{prefix}/{key}", value)
     return folder
@@ -237,61 +279,119 @@ def build(parent_id: str, folder: Path, log: bool = True) -> Path:
 
 def description(sentences: list[str], c: Comparison) -> str:
     """The parent run's description in the MLflow UI: the verdict, and where the full report is."""
-    return "\n\n".join(["**Verdict**", *sentences, f"The {len(c.runs)} training runs are this run's children (expand it in the "
-                         "experiment's run list). Full report: artifacts `report/report.html` (also `report.md` and the plots)."])
+    return "\n\n".join(
+        [
+            "**Verdict**",
+            *sentences,
+            f"The {len(c.runs)} training runs are this run's children (expand it in the "
+            "experiment's run list). Full report: artifacts `report/report.html` (also `report.md` and the plots).",
+        ]
+    )
 
 
 def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, plots: list[str]) -> str:
     p, t = c.parent.data.params, c.parent.data.tags
     base = c.runs[c.runs["condition"] == "base"]
-    out = [f"# {' or '.join(map(name, c.models))} on {dataset}", "",
-           f"Comparison run `{c.parent.info.run_id}`; {len(c.runs)} finished child runs. Command: `{t.get('command', '?')}`.", "",
-           f"Machine: {t.get('machine', '?')}. Launcher: {t.get('launcher', '?')}"
-           + ("." if t.get("launcher", "").startswith("basic") else ": pairs that ran at the same time shared the machine, which slows their timings."), "",
-           f"Settings shared by every run: lookback {p.get('data.lookback')}, horizon {c.horizon}, at most {p.get('trainer.max_epochs')} epochs, "
-           f"early stopping after {p.get('patience')} epochs without a better val/loss, AdamW lr {p.get('model.lr')}, loss {p.get('model.loss')}, "
-           f"batch {p.get('data.batch_size')}, seeds {', '.join(map(str, sorted(c.runs['seed'].unique())))}, budget `{p.get('budget')}` (hidden sizes below).", "",
-           "## Verdict", "", *[f"**{s}**" for s in sentences], ""]
-    out += ["Paired test: Diebold-Mariano on the test windows' scaled MSE (each window's loss averaged over the seeds "
-            f"of a model), two-sided, with a Newey-West (Bartlett) variance over {c.horizon - 1} lags, since windows one step apart "
-            f"share all but one target step. Speed: {speed_protocol(c)}. A speed difference is claimed only when the interquartile "
-            "range (IQR) of the per-round ratios excludes 1. The epoch times below come from trainings that ran at different times, "
-            "so other work on the machine moves them; the verdict does not use them.", "",
-            "| condition | model | test MSE (scaled) | difference from " + name(c.models[0]) + " | DM statistic | p-value | "
-            "step time ratio (IQR) | parameter ratio |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        f"# {' or '.join(map(name, c.models))} on {dataset}",
+        "",
+        f"Comparison run `{c.parent.info.run_id}`; {len(c.runs)} finished child runs. Command: `{t.get('command', '?')}`.",
+        "",
+        f"Machine: {t.get('machine', '?')}. Launcher: {t.get('launcher', '?')}"
+        + (
+            "."
+            if t.get("launcher", "").startswith("basic")
+            else ": pairs that ran at the same time shared the machine, which slows their timings."
+        ),
+        "",
+        f"Settings shared by every run: lookback {p.get('data.lookback')}, horizon {c.horizon}, "
+        f"at most {p.get('trainer.max_epochs')} epochs, early stopping after {p.get('patience')} epochs without a better "
+        f"val/loss, AdamW lr {p.get('model.lr')}, loss {p.get('model.loss')}, batch {p.get('data.batch_size')}, "
+        f"seeds {', '.join(map(str, sorted(c.runs['seed'].unique())))}, budget `{p.get('budget')}` (hidden sizes below).",
+        "",
+        "## Verdict",
+        "",
+        *[f"**{s}**" for s in sentences],
+        "",
+    ]
+    out += [
+        "Paired test: Diebold-Mariano on the test windows' scaled MSE (each window's loss averaged over the seeds "
+        f"of a model), two-sided, with a Newey-West (Bartlett) variance over {c.horizon - 1} lags, since windows one step apart "
+        f"share all but one target step. Speed: {speed_protocol(c)}. A speed difference is claimed only when the interquartile "
+        "range (IQR) of the per-round ratios excludes 1. The epoch times below come from trainings that ran at different times, "
+        "so other work on the machine moves them; the verdict does not use them.",
+        "",
+        "| condition | model | test MSE (scaled) | difference from " + name(c.models[0]) + " | DM statistic | p-value | "
+        "step time ratio (IQR) | parameter ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for (cond, b), v in verdicts.items():
         if v is not None:
             step = f"{v.step['ratio']:.2f} ({v.step['ratio_q25']:.2f}-{v.step['ratio_q75']:.2f})" if v.step else "-"
-            out.append(f"| {cond} | {name(b)} | {v.mse_b:.4f} (vs {v.mse_a:.4f}) | {v.rel_diff:+.1%} | {v.test.statistic:.2f} | "
-                       f"{v.test.p_value:.3g} | {step} | {v.params_ratio:.2f} |".replace("| nan |", "| - |"))
+            out.append(
+                f"| {cond} | {name(b)} | {v.mse_b:.4f} (vs {v.mse_a:.4f}) | {v.rel_diff:+.1%} | {v.test.statistic:.2f} | "
+                f"{v.test.p_value:.3g} | {step} | {v.params_ratio:.2f} |".replace("| nan |", "| - |")
+            )
     out += ["", "Ratios are " + name(c.models[0]) + " / the other model: above 1 the other model is faster (or smaller).", ""]
     out += claims(c, verdicts)
-    out += [f"## Measured per architecture ({dataset}, condition base, mean ± std over {base['seed'].nunique()} seeds)", "",
-            "| | " + " | ".join(map(name, c.models)) + " |", "|---|" + "---:|" * len(c.models)]
+    out += [
+        f"## Measured per architecture ({dataset}, condition base, mean ± std over {base['seed'].nunique()} seeds)",
+        "",
+        "| | " + " | ".join(map(name, c.models)) + " |",
+        "|---|" + "---:|" * len(c.models),
+    ]
     for label, key, digits in MEASURED:
         if key in base and base[key].notna().any():
             out.append(f"| {label} | " + " | ".join(spread(base.loc[base["architecture"] == m, key], digits) for m in c.models) + " |")
     steps = ((c.speed or {}).get("conditions") or {}).get("base")
-    if steps:                              # medians of the interleaved timing (forecast.speed), not of the trainings
-        out.append("| training step, ms (interleaved timing) | " + " | ".join(
-            f"{steps['step_ms'][m]:.1f}" if m in steps["step_ms"] else "nothing to train" if m in steps["untrainable"] else ""
-            for m in c.models) + " |")
-    out += ["", "Peak RSS is the training process's high-water mark: with the basic launcher all pairs share one process, so "
-            "runs after the first report at least the largest before them.", ""]
+    if steps:  # medians of the interleaved timing (forecast.speed), not of the trainings
+        out.append(
+            "| training step, ms (interleaved timing) | "
+            + " | ".join(
+                f"{steps['step_ms'][m]:.1f}" if m in steps["step_ms"] else "nothing to train" if m in steps["untrainable"] else ""
+                for m in c.models
+            )
+            + " |"
+        )
+    out += [
+        "",
+        "Peak RSS is the training process's high-water mark: with the basic launcher all pairs share one process, so "
+        "runs after the first report at least the largest before them.",
+        "",
+    ]
     if len(c.conditions) > 1:
-        out += ["## Sub-comparisons", "", "| condition | lookback | training windows | " +
-                " | ".join(f"{name(m)} MSE (scaled) | {name(m)} s / epoch" for m in c.models) + " |",
-                "|---|---:|---:|" + "---:|" * 2 * len(c.models)]
+        out += [
+            "## Sub-comparisons",
+            "",
+            "| condition | lookback | training windows | "
+            + " | ".join(f"{name(m)} MSE (scaled) | {name(m)} s / epoch" for m in c.models)
+            + " |",
+            "|---|---:|---:|" + "---:|" * 2 * len(c.models),
+        ]
         for cond in c.conditions:
             runs = c.runs[c.runs["condition"] == cond]
-            cells = [f"{spread(runs.loc[runs['architecture'] == m, 'test/mse_scaled'], 4)} | {spread(runs.loc[runs['architecture'] == m, 'time/epoch_s'], 2)}" for m in c.models]
+            cells = [
+                f"{spread(runs.loc[runs['architecture'] == m, 'test/mse_scaled'], 4)} | "
+                f"{spread(runs.loc[runs['architecture'] == m, 'time/epoch_s'], 2)}"
+                for m in c.models
+            ]
             out.append(f"| {cond} | {runs['lookback'].iloc[0]} | {train_share(runs)} | " + " | ".join(cells) + " |")
         out.append("")
-    out += ["## Plots", "", *[f"![{file[:-4].replace('_', ' ')}]({file})" for file in plots], "",
-            "## Runs", "", "| condition | model | seed | run | test MSE (scaled) | fit s |", "|---|---|---:|---|---:|---:|"]
+    out += [
+        "## Plots",
+        "",
+        *[f"![{file[:-4].replace('_', ' ')}]({file})" for file in plots],
+        "",
+        "## Runs",
+        "",
+        "| condition | model | seed | run | test MSE (scaled) | fit s |",
+        "|---|---|---:|---|---:|---:|",
+    ]
     for _, r in c.runs.iterrows():
-        out.append(f"| {r['condition']} | {name(r['architecture'])} | {r['seed']} | `{r['run_id']}` | {r['test/mse_scaled']:.4f} | {r['time/fit_s']:.1f} |")
+        out.append(
+            f"| {r['condition']} | {name(r['architecture'])} | {r['seed']} | `{r['run_id']}` | "
+            f"{r['test/mse_scaled']:.4f} | {r['time/fit_s']:.1f} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -319,18 +419,31 @@ def claims(c: Comparison, verdicts: dict) -> list[str]:
     longer = [cond for cond in c.conditions if cond.startswith("lookback-")]
     lookback = c.runs.loc[c.runs["condition"] == "base", "lookback"].iloc[0]
     rows = [
-        ("The GRU has 25% fewer parameters (3 gate blocks against 4)",
-         f"GRU / LSTM parameters = {base.params_ratio:.2f} in all, {recurrent_ratio(c):.2f} in the recurrent cell"),
+        (
+            "The GRU has 25% fewer parameters (3 gate blocks against 4)",
+            f"GRU / LSTM parameters = {base.params_ratio:.2f} in all, {recurrent_ratio(c):.2f} in the recurrent cell",
+        ),
         ("The GRU trains 20-40% faster", base.speed),
         ("They are about as accurate", f"{acc(base)} at lookback {lookback}"),
-        ("The GRU is better on small data",
-         "; ".join(f"{cond}: {acc(v(cond))}" for cond in small) if small else "not measured here (run with small_data=true)"),
-        ("The LSTM holds long dependencies better",
-         "; ".join(f"{cond}: {acc(v(cond))} (at {lookback}: {base.rel_diff:+.1%})" for cond in longer) if longer
-         else "not measured here (run with e.g. 'lookbacks=[96,720]')"),
+        (
+            "The GRU is better on small data",
+            "; ".join(f"{cond}: {acc(v(cond))}" for cond in small) if small else "not measured here (run with small_data=true)",
+        ),
+        (
+            "The LSTM holds long dependencies better",
+            "; ".join(f"{cond}: {acc(v(cond))} (at {lookback}: {base.rel_diff:+.1%})" for cond in longer)
+            if longer
+            else "not measured here (run with e.g. 'lookbacks=[96,720]')",
+        ),
     ]
-    return ["## Textbook claims against this measurement", "", "| claim | measured here |", "|---|---|",
-            *[f"| {claim} | {found} |" for claim, found in rows], ""]
+    return [
+        "## Textbook claims against this measurement",
+        "",
+        "| claim | measured here |",
+        "|---|---|",
+        *[f"| {claim} | {found} |" for claim, found in rows],
+        "",
+    ]
 
 
 def recurrent_ratio(c: Comparison) -> float:
@@ -339,6 +452,7 @@ def recurrent_ratio(c: Comparison) -> float:
 
 
 # ---- plots (condition base) ---------------------------------------------------------------------------
+
 
 def base_runs(c: Comparison, model: str) -> pd.DataFrame:
     return c.runs.query("condition == 'base' and architecture == @model")
@@ -349,8 +463,14 @@ def plot_error_vs_fit_time(c: Comparison):
     scale = 400 / c.runs["model/params"].max()
     for m in c.models:
         runs = base_runs(c, m)
-        ax.scatter(runs["time/fit_s"], runs["test/mse_scaled"], s=runs["model/params"] * scale + 10, alpha=0.6,
-                   color=COLORS.get(m), label=f"{name(m)} ({runs['model/params'].mean():,.0f} params)")
+        ax.scatter(
+            runs["time/fit_s"],
+            runs["test/mse_scaled"],
+            s=runs["model/params"] * scale + 10,
+            alpha=0.6,
+            color=COLORS.get(m),
+            label=f"{name(m)} ({runs['model/params'].mean():,.0f} params)",
+        )
     ax.set(xlabel="fit time, s", ylabel="test MSE (scaled)", title="Error against fit time (one point per seed; size: parameters)")
     ax.legend(fontsize=8, markerscale=0.5)
     fig.tight_layout()
@@ -372,7 +492,7 @@ def plot_val_loss(c: Comparison):
 def plot_error_by_step(c: Comparison):
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for m in c.models:
-        steps = np.stack([c.by_step[rid]["mse_scaled"].to_numpy() for rid in base_runs(c, m)["run_id"]])   # [seeds, H]
+        steps = np.stack([c.by_step[rid]["mse_scaled"].to_numpy() for rid in base_runs(c, m)["run_id"]])  # [seeds, H]
         x = np.arange(1, steps.shape[1] + 1)
         ax.plot(x, steps.mean(axis=0), color=COLORS.get(m), label=name(m))
         ax.fill_between(x, steps.min(axis=0), steps.max(axis=0), color=COLORS.get(m), alpha=0.2, lw=0)
@@ -400,6 +520,7 @@ def plot_example(c: Comparison):
 
 # ---- HTML copy --------------------------------------------------------------------------------------------
 
+
 def to_html(text: str, title: str) -> str:
     """A small Markdown subset (headings, tables, images, bold, code, paragraphs) as one HTML page."""
     inline = lambda s: re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(s)))  # noqa: E731
@@ -420,6 +541,12 @@ def to_html(text: str, title: str) -> str:
             body.append(f"<h{len(heading[1])}>{inline(heading[2])}</h{len(heading[1])}>")
         elif line:
             body.append(f"<p>{inline(line)}</p>")
-    style = "body{font-family:sans-serif;max-width:60em;margin:auto} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:2px 6px}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:auto} table{border-collapse:collapse} "
+        "td,th{border:1px solid #ccc;padding:2px 6px}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )

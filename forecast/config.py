@@ -22,8 +22,8 @@ def register_resolvers() -> None:
     """The `${name:}` resolvers the configs in conf/ use (idempotent)."""
     OmegaConf.register_new_resolver("sample_csv", sample.default_path, replace=True)
     OmegaConf.register_new_resolver("mixed_precision", mixed_precision, replace=True)
-    OmegaConf.register_new_resolver("dataset_path", datasets.dataset_path, replace=True)   # data=etth1 ...: the fetched file
-    OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)   # one value per config, as Hydra's ${now:}
+    OmegaConf.register_new_resolver("dataset_path", datasets.dataset_path, replace=True)  # data=etth1 ...: the fetched file
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)  # one value per config, as Hydra's ${now:}
 
 
 def mixed_precision() -> str:
@@ -34,7 +34,7 @@ def mixed_precision() -> str:
 def build(node: DictConfig, **kwargs):
     """`hydra.utils.instantiate`, with our own errors passed through unwrapped."""
     try:
-        return hydra.utils.instantiate(node, _convert_="all", **kwargs)   # plain lists and dicts, not OmegaConf nodes
+        return hydra.utils.instantiate(node, _convert_="all", **kwargs)  # plain lists and dicts, not OmegaConf nodes
     except InstantiationException as e:
         cause = e.__cause__
         if isinstance(cause, InputError):
@@ -52,8 +52,10 @@ def parse_overrides(overrides: list[str]):
     try:
         return OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as e:
-        raise InputError(f"cannot parse the override(s) {' '.join(overrides)}: {str(e).splitlines()[0]}\n"
-                         "Quote values that hold ; , = or spaces for Hydra, e.g. \"data.sep=';'\".") from None
+        raise InputError(
+            f"cannot parse the override(s) {' '.join(overrides)}: {str(e).splitlines()[0]}\n"
+            "Quote values that hold ; , = or spaces for Hydra, e.g. \"data.sep=';'\"."
+        ) from None
 
 
 def overrides_under(overrides: list[str], *groups: str, exclude: tuple[str, ...] = ()) -> list[str]:

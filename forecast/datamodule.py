@@ -58,16 +58,26 @@ class SensorDataModule(L.LightningDataModule):
         **read,
     ):
         super().__init__()
-        for setting, value in {"lookback": lookback, "horizon": horizon, "batch_size": batch_size, "train_stride": train_stride,
-                               "num_workers": num_workers, "val_fraction": val_fraction, "test_fraction": test_fraction,
-                               "train_fraction": train_fraction}.items():
+        for setting, value in {
+            "lookback": lookback,
+            "horizon": horizon,
+            "batch_size": batch_size,
+            "train_stride": train_stride,
+            "num_workers": num_workers,
+            "val_fraction": val_fraction,
+            "test_fraction": test_fraction,
+            "train_fraction": train_fraction,
+        }.items():
             whole = setting not in ("val_fraction", "test_fraction", "train_fraction")
             if not isinstance(value, numbers.Integral if whole else numbers.Real) or isinstance(value, bool):
-                raise InputError(f"data.{setting}={value!r} is not a {'whole ' * whole}number.\nFix data.{setting} (conf/data/csv.yaml "
-                                 "lists every data setting with its default).")
+                raise InputError(
+                    f"data.{setting}={value!r} is not a {'whole ' * whole}number.\nFix data.{setting} (conf/data/csv.yaml "
+                    "lists every data setting with its default)."
+                )
         if int(lookback) < 1 or int(horizon) < 1:
-            raise InputError(f"data.lookback and data.horizon must be positive numbers of steps, got lookback={lookback}, "
-                             f"horizon={horizon}")
+            raise InputError(
+                f"data.lookback and data.horizon must be positive numbers of steps, got lookback={lookback}, horizon={horizon}"
+            )
         if int(batch_size) < 1 or int(train_stride) < 1:
             raise InputError(f"data.batch_size and data.train_stride must be positive, got {batch_size} and {train_stride}")
         if not 0 < float(train_fraction) <= 1:
@@ -82,7 +92,7 @@ class SensorDataModule(L.LightningDataModule):
         self.frame, self.report = load_frame(CsvSpec(path=self.path, **read))
         self.targets, self.covariates = list(self.report.targets), list(self.report.covariates)
         self.inputs = self.targets + self.covariates
-        self.target_index = list(range(len(self.targets)))       # targets come first in the frame
+        self.target_index = list(range(len(self.targets)))  # targets come first in the frame
 
         values = self.frame[self.inputs].to_numpy(dtype=np.float64)  # [T, C]
         need = self.lookback + self.horizon
@@ -92,7 +102,7 @@ class SensorDataModule(L.LightningDataModule):
         train_end = self.spans["train"][1]
         with np.errstate(all="ignore"):
             self.scaler = Scaler.fit(values[:train_end])
-            scaled = self.scaler.transform(values, np.float32)   # [T, C], the one copy windows view
+            scaled = self.scaler.transform(values, np.float32)  # [T, C], the one copy windows view
         self._check_scaled(values, scaled)
         series = torch.from_numpy(scaled)
         valid = ~np.isnan(values).any(axis=1)
@@ -102,24 +112,32 @@ class SensorDataModule(L.LightningDataModule):
             origins = window_origins(self.spans[split], self.lookback, self.horizon, valid, stride)
             if split == "train":
                 origins = origins[len(origins) - max(1, round(len(origins) * float(train_fraction))) :]  # the most recent
-            least = 2 if split == "train" else 1                  # one training window teaches nothing
+            least = 2 if split == "train" else 1  # one training window teaches nothing
             if len(origins) < least:
                 start, end = self.spans[split]
                 complete = len(window_origins(self.spans[split], self.lookback, self.horizon, valid))
                 if complete >= least:
-                    chosen = [f"data.{k}={v}" for k, v in {"train_stride": train_stride, "train_fraction": train_fraction}.items()
-                              if float(v) != 1]
-                    raise InputError(f"{' and '.join(chosen)} leave{'s' * (len(chosen) == 1)} {len(origins)} of the {complete:,} "
-                                     "training windows; at least 2 are needed.\nLower data.train_stride or raise data.train_fraction.")
-                raise self._too_little(f"the {split} span (rows {start}-{end}) holds {complete or 'no'} complete window"
-                                       f"{'s' * (complete > 1)} of lookback {self.lookback} + horizon {self.horizon}", values,
-                                       (max(0, start - self.lookback), end))
+                    chosen = [
+                        f"data.{k}={v}"
+                        for k, v in {"train_stride": train_stride, "train_fraction": train_fraction}.items()
+                        if float(v) != 1
+                    ]
+                    raise InputError(
+                        f"{' and '.join(chosen)} leave{'s' * (len(chosen) == 1)} {len(origins)} of the {complete:,} "
+                        "training windows; at least 2 are needed.\nLower data.train_stride or raise data.train_fraction."
+                    )
+                raise self._too_little(
+                    f"the {split} span (rows {start}-{end}) holds {complete or 'no'} complete window"
+                    f"{'s' * (complete > 1)} of lookback {self.lookback} + horizon {self.horizon}",
+                    values,
+                    (max(0, start - self.lookback), end),
+                )
             self.datasets[split] = WindowDataset(series, origins, self.lookback, self.horizon, self.target_index)
 
     def _too_little(self, what: str, values: np.ndarray, rows: tuple[int, int] | None = None) -> InputError:
         """An error about too little data naming the column whose gaps removed it, with the data report before it."""
         span = values[slice(*rows) if rows else slice(None)]
-        masked = np.isnan(span).sum(axis=0)                        # [C] masked cells in the rows windows would use
+        masked = np.isnan(span).sum(axis=0)  # [C] masked cells in the rows windows would use
         missing = self.report.missing_by_column
         kind = "sensor" if self.long else "column"
         if masked.any():
@@ -129,30 +147,38 @@ class SensorDataModule(L.LightningDataModule):
             name = max(missing, key=missing.get)
             why = f"; {kind} '{shown(name)}' is missing in {missing[name]:,} of {self.report.grid_steps:,} rows"
         else:
-            return InputError(f"'{self.path}': {what}.\nLower data.lookback / data.horizon, use a longer file, or change "
-                              "data.val_fraction / data.test_fraction.", context=self.report.lines())
+            return InputError(
+                f"'{self.path}': {what}.\nLower data.lookback / data.horizon, use a longer file, or change "
+                "data.val_fraction / data.test_fraction.",
+                context=self.report.lines(),
+            )
         if name in self.targets and len(self.targets) > 1:
             fix = f"Leave it out with data.targets=[{','.join(shown(t) for t in self.targets if t != name)}], raise"
         elif name in self.covariates:
             fix = f"Leave it out with data.covariates=[{','.join(shown(c) for c in self.covariates if c != name)}], raise"
         else:
             fix = "Raise"
-        return InputError(f"'{self.path}': {what}{why}.\n{fix} data.max_gap to interpolate its gaps, use a file where it has "
-                          "readings, or lower data.lookback / data.horizon.", context=self.report.lines())
+        return InputError(
+            f"'{self.path}': {what}{why}.\n{fix} data.max_gap to interpolate its gaps, use a file where it has "
+            "readings, or lower data.lookback / data.horizon.",
+            context=self.report.lines(),
+        )
 
     def _check_scaled(self, values: np.ndarray, scaled: np.ndarray) -> None:
         """Every column standardises to finite float32 values (a reading far outside the training span's may not)."""
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN columns: their windows are dropped anyway
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: their windows are dropped anyway
             largest = np.maximum(np.abs(np.nanmax(scaled, axis=0)), np.abs(np.nanmin(scaled, axis=0)))  # [C], no full-size temporary
         suspect = np.isinf(largest) | np.isinf(self.scaler.mean) | np.isinf(self.scaler.std)
         for column in np.flatnonzero(suspect):
-            bad = ~np.isfinite(scaled[:, column]) & ~np.isnan(values[:, column])   # [T]
+            bad = ~np.isfinite(scaled[:, column]) & ~np.isnan(values[:, column])  # [T]
             row, name = int(np.argmax(bad)), self.inputs[column]
-            raise InputError(f"'{self.path}': column '{shown(name)}' at {self.frame.index[row]}: {values[row, column]:g} standardised "
-                             f"with the training span's mean {self.scaler.mean[column]:.4g} and std {self.scaler.std[column]:.4g} "
-                             "overflows float32.\nCheck that reading; if it is real, rescale the column to smaller units.",
-                             context=self.report.lines())
+            raise InputError(
+                f"'{self.path}': column '{shown(name)}' at {self.frame.index[row]}: {values[row, column]:g} standardised "
+                f"with the training span's mean {self.scaler.mean[column]:.4g} and std {self.scaler.std[column]:.4g} "
+                "overflows float32.\nCheck that reading; if it is real, rescale the column to smaller units.",
+                context=self.report.lines(),
+            )
 
     @property
     def n_inputs(self) -> int:
@@ -166,7 +192,9 @@ class SensorDataModule(L.LightningDataModule):
     def model_args(self) -> dict:
         """What the model must know about the data to be built."""
         return {
-            "lookback": self.lookback, "horizon": self.horizon, "n_inputs": self.n_inputs,
+            "lookback": self.lookback,
+            "horizon": self.horizon,
+            "n_inputs": self.n_inputs,
             "target_index": self.target_index,
         }
 
@@ -182,7 +210,11 @@ class SensorDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
         return DataLoader(
-            dataset, batch_size=self.batch_size if split == "train" else max(self.batch_size, 512),
-            sampler=ShuffledOrder(dataset) if shuffle else None, collate_fn=as_batch, num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            dataset,
+            batch_size=self.batch_size if split == "train" else max(self.batch_size, 512),
+            sampler=ShuffledOrder(dataset) if shuffle else None,
+            collate_fn=as_batch,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
         )

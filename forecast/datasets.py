@@ -28,8 +28,10 @@ from forecast.errors import InputError, reported
 
 ETT_URL = "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small"
 ETT_LICENCE = "CC BY-ND 4.0 (https://creativecommons.org/licenses/by-nd/4.0/): use and unmodified redistribution with attribution"
-ETT_CITATION = ('Zhou et al., "Informer: Beyond Efficient Transformer for Long Sequence Time-Series Forecasting", '
-                "AAAI 2021 (https://github.com/zhouhaoyi/ETDataset)")
+ETT_CITATION = (
+    'Zhou et al., "Informer: Beyond Efficient Transformer for Long Sequence Time-Series Forecasting", '
+    "AAAI 2021 (https://github.com/zhouhaoyi/ETDataset)"
+)
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,15 @@ class Dataset:
 
 # ETTh1 and ETTm1 digests: computed from copies of the published files; ETTh2 and ETTm2: as recorded
 # beside those copies for the same commit (1d16c8f) of zhouhaoyi/ETDataset, not recomputed here.
-DATASETS = {d.name: d for d in (
-    Dataset("ETTh1", "ETTh1.csv", 17420, "1h", "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066"),
-    Dataset("ETTh2", "ETTh2.csv", 17420, "1h", "a3dc2c597b9218c7ce1cd55eb77b283fd459a1d09d753063f944967dd6b9218b"),
-    Dataset("ETTm1", "ETTm1.csv", 69680, "15min", "6ce1759b1a18e3328421d5d75fadcb316c449fcd7cec32820c8dafda71986c9e"),
-    Dataset("ETTm2", "ETTm2.csv", 69680, "15min", "db973ca252c6410a30d0469b13d696cf919648d0f3fd588c60f03fdbdbadd1fd"),
-)}
+DATASETS = {
+    d.name: d
+    for d in (
+        Dataset("ETTh1", "ETTh1.csv", 17420, "1h", "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066"),
+        Dataset("ETTh2", "ETTh2.csv", 17420, "1h", "a3dc2c597b9218c7ce1cd55eb77b283fd459a1d09d753063f944967dd6b9218b"),
+        Dataset("ETTm1", "ETTm1.csv", 69680, "15min", "6ce1759b1a18e3328421d5d75fadcb316c449fcd7cec32820c8dafda71986c9e"),
+        Dataset("ETTm2", "ETTm2.csv", 69680, "15min", "db973ca252c6410a30d0469b13d696cf919648d0f3fd588c60f03fdbdbadd1fd"),
+    )
+}
 
 
 def cache_dir() -> Path:
@@ -90,8 +95,10 @@ def dataset_path(name: str) -> str:
     d = lookup(name)
     path = cache_dir() / d.file
     if not path.is_file():
-        raise InputError(f"{d.file} is not in {cache_dir()}; fetch it with python -m forecast.datasets fetch {d.name} "
-                         "(or set FORECAST_DATA_DIR to a folder holding it)")
+        raise InputError(
+            f"{d.file} is not in {cache_dir()}; fetch it with python -m forecast.datasets fetch {d.name} "
+            "(or set FORECAST_DATA_DIR to a folder holding it)"
+        )
     return str(path)
 
 
@@ -110,8 +117,10 @@ def fetch(name: str, force: bool = False) -> Path:
     target = folder / d.file
     if target.is_file() and not force:
         if d.sha256 and sha256_of(target) != d.sha256:
-            raise InputError(f"{target} is not the published {d.file} (sha256 differs); download it again with "
-                             f"python -m forecast.datasets fetch {d.name} --force")
+            raise InputError(
+                f"{target} is not the published {d.file} (sha256 differs); download it again with "
+                f"python -m forecast.datasets fetch {d.name} --force"
+            )
         print(f"{d.name}: already in {target} (download again with --force)")
         return target
     folder.mkdir(parents=True, exist_ok=True)
@@ -123,12 +132,15 @@ def fetch(name: str, force: bool = False) -> Path:
     try:
         got, rows = download(url, part)
         if d.sha256 and got != d.sha256:
-            raise InputError(f"{url} gave a file with sha256 {got}, not the published {d.sha256}; it was removed. "
-                             "Try again, or check FORECAST_DATASETS_URL")
+            raise InputError(
+                f"{url} gave a file with sha256 {got}, not the published {d.sha256}; it was removed. "
+                "Try again, or check FORECAST_DATASETS_URL"
+            )
         if rows != d.rows:
-            raise InputError(f"{url} gave {rows:,} data rows where {d.file} has {d.rows:,}; it was removed. "
-                             "Try again, or check FORECAST_DATASETS_URL")
-        part.chmod(0o644)                         # mkstemp made it private; a data file is not
+            raise InputError(
+                f"{url} gave {rows:,} data rows where {d.file} has {d.rows:,}; it was removed. Try again, or check FORECAST_DATASETS_URL"
+            )
+        part.chmod(0o644)  # mkstemp made it private; a data file is not
         os.replace(part, target)
     finally:
         part.unlink(missing_ok=True)
@@ -136,8 +148,10 @@ def fetch(name: str, force: bool = False) -> Path:
         print(f"{d.name}: {rows:,} rows, sha256 verified, saved to {target}")
     else:
         (folder / f"{d.file}.sha256").write_text(f"{got}  {d.file}\n")
-        print(f"{d.name}: {rows:,} rows, saved to {target}; NOT verified (no published sha256): "
-              f"it was {got}, recorded in {d.file}.sha256 beside it")
+        print(
+            f"{d.name}: {rows:,} rows, saved to {target}; NOT verified (no published sha256): "
+            f"it was {got}, recorded in {d.file}.sha256 beside it"
+        )
     return target
 
 
@@ -151,8 +165,10 @@ def download(url: str, part: Path) -> tuple[str, int]:
                 lines += block.count(b"\n")
                 out.write(block)
     except (urllib.error.URLError, OSError) as e:
-        raise InputError(f"could not download {url}: {getattr(e, 'reason', e)}. "
-                         "Check the network, or set FORECAST_DATASETS_URL to a mirror holding the file") from None
+        raise InputError(
+            f"could not download {url}: {getattr(e, 'reason', e)}. "
+            "Check the network, or set FORECAST_DATASETS_URL to a mirror holding the file"
+        ) from None
     return digest.hexdigest(), lines - 1
 
 

@@ -52,7 +52,7 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = int(signum)
-        self.killed: list[str] = []               # the MLflow runs already ended KILLED on the way out
+        self.killed: list[str] = []  # the MLflow runs already ended KILLED on the way out
 
     @property
     def name(self) -> str:
@@ -60,23 +60,24 @@ class Interrupted(BaseException):
 
     @property
     def status(self) -> int:
-        return 128 + self.signum                  # what a shell reports for a process killed by the signal
+        return 128 + self.signum  # what a shell reports for a process killed by the signal
 
 
-_OWNER = [0]                                      # the process that installed the handlers
+_OWNER = [0]  # the process that installed the handlers
 
 
 def _raise(signum, frame) -> None:
-    if os.getpid() != _OWNER[0]:                  # a forked child (a DataLoader worker) inherited the handler:
-        raise KeyboardInterrupt                   # it stops as it would by default, and the command reports the signal
-    for sig in SIGNALS:                           # a second Ctrl-C must not cut the clean-up short
+    if os.getpid() != _OWNER[0]:  # a forked child (a DataLoader worker) inherited the handler:
+        raise KeyboardInterrupt  # it stops as it would by default, and the command reports the signal
+    for sig in SIGNALS:  # a second Ctrl-C must not cut the clean-up short
         signal.signal(sig, signal.SIG_IGN)
     raise Interrupted(signum)
 
 
 @contextlib.contextmanager
 def reported():
-    """Around a command's body: InputError -> its context on stdout, `error:` on stderr, exit 2; JobFailed -> exit 1, SIGINT/SIGTERM -> 130/143.
+    """Around a command's body: InputError -> its context on stdout, `error:` on stderr, exit 2;
+    JobFailed -> exit 1; SIGINT/SIGTERM -> 130/143.
 
     SIGINT and SIGTERM raise `Interrupted` in the main thread for the duration of the block (a
     Hydra multirun therefore stops at the first signal); the active MLflow run(s) end KILLED.
@@ -91,7 +92,7 @@ def reported():
         print(*e.context, sep="\n", end="\n" if e.context else "", flush=True)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except InterpolationResolutionError as e:      # a resolver's InputError (${dataset_path:ETTh1}), wrapped by OmegaConf
+    except InterpolationResolutionError as e:  # a resolver's InputError (${dataset_path:ETTh1}), wrapped by OmegaConf
         if not isinstance(e.__context__, InputError):
             raise
         print(f"error: {e.__context__}", file=sys.stderr)
@@ -115,7 +116,7 @@ def reported():
 
 def end_runs_killed() -> list[str]:
     """End every active MLflow run of this process KILLED (innermost first); their ids."""
-    mlflow = sys.modules.get("mlflow")            # a command that never imported MLflow has no run
+    mlflow = sys.modules.get("mlflow")  # a command that never imported MLflow has no run
     ended = []
     while mlflow is not None and mlflow.active_run() is not None:
         ended.append(mlflow.active_run().info.run_id)

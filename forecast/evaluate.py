@@ -22,16 +22,16 @@ from forecast.forecaster import Forecaster
 class TestForecasts:
     """Forecasts of every test window, in data units."""
 
-    origins: np.ndarray      # [N] forecast origin row of each window
-    pred: np.ndarray         # [N, H, T] forecast
-    actual: np.ndarray       # [N, H, T] actual values
-    last: np.ndarray         # [N, H, T] the last-value baseline's forecast (a view)
-    std: np.ndarray          # [T] the targets' training-span std, which the scaled scores divide by
+    origins: np.ndarray  # [N] forecast origin row of each window
+    pred: np.ndarray  # [N, H, T] forecast
+    actual: np.ndarray  # [N, H, T] actual values
+    last: np.ndarray  # [N, H, T] the last-value baseline's forecast (a view)
+    std: np.ndarray  # [T] the targets' training-span std, which the scaled scores divide by
 
 
 def forecast_test(forecaster: Forecaster, frame: pd.DataFrame, origins: np.ndarray) -> TestForecasts:
-    inputs, actual = forecaster.windows(frame, origins)                          # [N, L, C], [N, H, T]
-    pred = forecaster.forecast(inputs)                                           # [N, H, T]
+    inputs, actual = forecaster.windows(frame, origins)  # [N, L, C], [N, H, T]
+    pred = forecaster.forecast(inputs)  # [N, H, T]
     last = scoring.last_value(inputs, forecaster.target_index, forecaster.horizon)
     return TestForecasts(origins, pred, actual, last, forecaster.scaler.std[forecaster.target_index])
 

@@ -67,8 +67,8 @@ class Forecaster:
         self.net.eval()
         device, out = self.device, []
         for start in range(0, len(raw), batch_size):
-            x = torch.from_numpy(self.scaler.transform(raw[start : start + batch_size], np.float32))   # [b, L, C]
-            out.append(self.net(x.to(device)).float().cpu().numpy())                                   # [b, H, T]
+            x = torch.from_numpy(self.scaler.transform(raw[start : start + batch_size], np.float32))  # [b, L, C]
+            out.append(self.net(x.to(device)).float().cpu().numpy())  # [b, H, T]
         standardised = np.concatenate(out).astype(np.float64) if out else np.empty((0, self.horizon, len(self.targets)))
         return self.scaler.inverse(standardised, self.target_index)
 
@@ -78,8 +78,8 @@ class Forecaster:
         Views of the frame's values, not copies; an origin too close to the end has no actual values,
         so backtests pass origins with t + H <= rows.
         """
-        values = frame[self.inputs].to_numpy(dtype=np.float64)                                   # [R, C]
-        inputs = sliding_window_view(values, self.lookback, axis=0)[origins - self.lookback]      # [N, C, L]
+        values = frame[self.inputs].to_numpy(dtype=np.float64)  # [R, C]
+        inputs = sliding_window_view(values, self.lookback, axis=0)[origins - self.lookback]  # [N, C, L]
         actual = sliding_window_view(values[:, self.target_index], self.horizon, axis=0)[origins]  # [N, T, H]
         return inputs.transpose(0, 2, 1), actual.transpose(0, 2, 1)
 
@@ -87,11 +87,15 @@ class Forecaster:
         """Raise InputError unless `frame` (a regular series at `freq`) has this model's columns and frequency."""
         missing = [c for c in self.inputs if c not in frame.columns]
         if missing:
-            raise InputError(f"{source} lacks column(s) {', '.join(missing)} that the model reads; it has {', '.join(frame.columns)}.\n"
-                             f"The model needs {', '.join(self.inputs)}: point data.path at that kind of data or use another model.")
+            raise InputError(
+                f"{source} lacks column(s) {', '.join(missing)} that the model reads; it has {', '.join(frame.columns)}.\n"
+                f"The model needs {', '.join(self.inputs)}: point data.path at that kind of data or use another model."
+            )
         if to_offset(freq) != to_offset(self.freq):
-            raise InputError(f"{source} has a reading every {freq} but the model was trained on one every {self.freq}.\n"
-                             f"Resample it with data.freq={self.freq}, or use a model trained at {freq}.")
+            raise InputError(
+                f"{source} has a reading every {freq} but the model was trained on one every {self.freq}.\n"
+                f"Resample it with data.freq={self.freq}, or use a model trained at {freq}."
+            )
         if len(frame) < self.lookback:
             raise InputError(f"{source} has {len(frame)} rows every {freq}; the model needs at least the last {self.lookback} readings")
 
@@ -101,8 +105,11 @@ class Forecaster:
             {
                 "net_args": self.net_args,
                 "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-                "mean": [float(v) for v in self.scaler.mean], "std": [float(v) for v in self.scaler.std],
-                "inputs": list(self.inputs), "targets": list(self.targets), "freq": self.freq,
+                "mean": [float(v) for v in self.scaler.mean],
+                "std": [float(v) for v in self.scaler.std],
+                "inputs": list(self.inputs),
+                "targets": list(self.targets),
+                "freq": self.freq,
             },
             path,
         )

@@ -117,7 +117,7 @@ class CsvSpec:
     stuck_steps: int | None = None
 
     def __post_init__(self):
-        if self.sep in ("\\t", "tab"):                        # how a tab arrives from the command line
+        if self.sep in ("\\t", "tab"):  # how a tab arrives from the command line
             self.sep = "\t"
         if isinstance(self.na_values, (str, int, float)):
             self.na_values = [self.na_values]
@@ -174,8 +174,15 @@ class DataReport:
         if self.overlaps:
             kept = f"{self.overlap_conflicts:,} differing, kept {self.overlap_policy}" if self.overlap_conflicts else "identical"
             found += [f"{_plural(self.overlaps, 'timestamp')} in more than one file ({kept})"]
-        found += [_plural(n, noun) for n, noun in ((self.missing_codes, "missing-code value"), (self.nonfinite_values, "infinite value"),
-                                                   (self.stuck_values, "stuck value")) if n]
+        found += [
+            _plural(n, noun)
+            for n, noun in (
+                (self.missing_codes, "missing-code value"),
+                (self.nonfinite_values, "infinite value"),
+                (self.stuck_values, "stuck value"),
+            )
+            if n
+        ]
         found += [f"{n:,} {reason if n != 1 else reason.replace('rows', 'row')} dropped" for reason, n in self.rows_dropped.items()]
         gap, names = self.longest_gap, lambda columns: ", ".join(map(reading.shown, columns))
         return [
@@ -212,43 +219,56 @@ def check_spec(spec: CsvSpec) -> pd.DateOffset | None:
     """Validates the settings that need no data; returns the offset of spec.freq if given."""
     for name, valid in _CHOICES.items():
         if getattr(spec, name) not in valid:
-            raise InputError(f"data.{name}={getattr(spec, name)!r} is not valid (reading '{spec.path}').\n"
-                             f"Use one of: {', '.join(valid)}.")
+            raise InputError(f"data.{name}={getattr(spec, name)!r} is not valid (reading '{spec.path}').\nUse one of: {', '.join(valid)}.")
     _check_marks(spec)
     if (spec.date_column is None) != (spec.time_column is None):
-        raise InputError(f"data.date_column and data.time_column go together (reading '{spec.path}').\n"
-                         "Set both, or set data.timestamp to the single timestamp column.")
+        raise InputError(
+            f"data.date_column and data.time_column go together (reading '{spec.path}').\n"
+            "Set both, or set data.timestamp to the single timestamp column."
+        )
     for name, value in (("max_gap", spec.max_gap), ("stuck_steps", spec.stuck_steps), ("max_grid_factor", spec.max_grid_factor)):
         kind = numbers.Real if name == "max_grid_factor" else numbers.Integral
         if not isinstance(value, kind) or isinstance(value, bool):
             if value is not None or name != "stuck_steps":
-                raise InputError(f"data.{name}={value!r} is not a {'number' if kind is numbers.Real else 'whole number of steps'} "
-                                 f"(reading '{spec.path}').\nFix data.{name}; its default is {getattr(CsvSpec, name)!r}.")
+                raise InputError(
+                    f"data.{name}={value!r} is not a {'number' if kind is numbers.Real else 'whole number of steps'} "
+                    f"(reading '{spec.path}').\nFix data.{name}; its default is {getattr(CsvSpec, name)!r}."
+                )
     if spec.max_gap < 0 or (spec.stuck_steps is not None and spec.stuck_steps < 1):
-        raise InputError(f"data.max_gap={spec.max_gap} must be >= 0 and data.stuck_steps={spec.stuck_steps} >= 1 "
-                         f"(reading '{spec.path}').\nFix them; data.stuck_steps=null turns the stuck-sensor check off.")
+        raise InputError(
+            f"data.max_gap={spec.max_gap} must be >= 0 and data.stuck_steps={spec.stuck_steps} >= 1 "
+            f"(reading '{spec.path}').\nFix them; data.stuck_steps=null turns the stuck-sensor check off."
+        )
     if not spec.max_grid_factor >= 1:
         raise InputError(f"data.max_grid_factor={spec.max_grid_factor} must be at least 1 (steps per timestamp read).")
     if spec.encoding is not None:
         try:
             codecs.lookup(spec.encoding)
         except (LookupError, TypeError):
-            raise InputError(f"data.encoding={spec.encoding!r} is not a known text encoding.\n"
-                             "Use e.g. utf-8, latin-1, cp1252 or utf-16, or data.encoding=null.") from None
+            raise InputError(
+                f"data.encoding={spec.encoding!r} is not a known text encoding.\n"
+                "Use e.g. utf-8, latin-1, cp1252 or utf-16, or data.encoding=null."
+            ) from None
     if spec.timezone is not None:
         try:
             pd.Timestamp("2000-01-01").tz_localize(spec.timezone)
         except (KeyError, ValueError, TypeError):
-            raise InputError(f"data.timezone={spec.timezone!r} is not a known time zone (reading '{spec.path}').\n"
-                             "Use an IANA name such as 'Europe/Berlin' or 'UTC'.") from None
+            raise InputError(
+                f"data.timezone={spec.timezone!r} is not a known time zone (reading '{spec.path}').\n"
+                "Use an IANA name such as 'Europe/Berlin' or 'UTC'."
+            ) from None
     try:
         offset = None if spec.freq is None else to_offset(spec.freq)
     except (ValueError, TypeError):
-        raise InputError(f"data.freq={spec.freq!r} is not a pandas offset alias (reading '{spec.path}').\n"
-                         "Use e.g. '10min', '30min', '1h' or '1D', or data.freq=null to infer it.") from None
+        raise InputError(
+            f"data.freq={spec.freq!r} is not a pandas offset alias (reading '{spec.path}').\n"
+            "Use e.g. '10min', '30min', '1h' or '1D', or data.freq=null to infer it."
+        ) from None
     if offset is not None and offset.n <= 0:
-        raise InputError(f"data.freq={spec.freq!r} is not a positive step (reading '{spec.path}').\n"
-                         "Use e.g. '10min', '30min', '1h' or '1D', or data.freq=null to infer it.")
+        raise InputError(
+            f"data.freq={spec.freq!r} is not a positive step (reading '{spec.path}').\n"
+            "Use e.g. '10min', '30min', '1h' or '1D', or data.freq=null to infer it."
+        )
     return offset
 
 
@@ -258,15 +278,21 @@ def _check_marks(spec: CsvSpec) -> None:
     for name, mark in (("sep", spec.sep), ("decimal", spec.decimal), ("thousands", spec.thousands)):
         if name == "thousands" and mark is None:
             continue
-        if not isinstance(mark, str) or len(mark) != 1 or mark.isalnum() or mark in "\"\r\n" or (name != "sep" and mark == "\t"):
-            raise InputError(f"data.{name}={mark!r} is not valid (reading '{spec.path}'): it must be one character, such as "
-                             f"{examples[name]}.\nFix data.{name}; on the command line quote it: \"data.{name}=';'\".")
+        if not isinstance(mark, str) or len(mark) != 1 or mark.isalnum() or mark in '"\r\n' or (name != "sep" and mark == "\t"):
+            raise InputError(
+                f"data.{name}={mark!r} is not valid (reading '{spec.path}'): it must be one character, such as "
+                f"{examples[name]}.\nFix data.{name}; on the command line quote it: \"data.{name}=';'\"."
+            )
     if spec.decimal == spec.sep:
-        raise InputError(f"data.decimal and data.sep are both {spec.sep!r} (reading '{spec.path}').\n"
-                         "European exports use data.sep=';' with data.decimal=','.")
+        raise InputError(
+            f"data.decimal and data.sep are both {spec.sep!r} (reading '{spec.path}').\n"
+            "European exports use data.sep=';' with data.decimal=','."
+        )
     if spec.thousands is not None and spec.thousands == spec.decimal:
-        raise InputError(f"data.thousands and data.decimal are both {spec.decimal!r} (reading '{spec.path}').\n"
-                         "Set data.thousands to the other mark, or data.thousands=null.")
+        raise InputError(
+            f"data.thousands and data.decimal are both {spec.decimal!r} (reading '{spec.path}').\n"
+            "Set data.thousands to the other mark, or data.thousands=null."
+        )
 
 
 def _find_files(path: str) -> list[str]:
@@ -278,8 +304,9 @@ def _find_files(path: str) -> list[str]:
         files, why = [path], "no such file"
     files = sorted(name for name in files if os.path.isfile(name))
     if not files:
-        raise InputError(f"no CSV file at '{path}' ({why}).\n"
-                         "Set data.path=... to a CSV file, a folder of CSV files or a glob such as 'drops/*.csv'.")
+        raise InputError(
+            f"no CSV file at '{path}' ({why}).\nSet data.path=... to a CSV file, a folder of CSV files or a glob such as 'drops/*.csv'."
+        )
     return files
 
 

@@ -68,10 +68,10 @@ class ForecastModule(L.LightningModule):
         self.loss = LOSSES[loss]()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)                                        # [B, L, C] -> [B, H, T]
+        return self.net(x)  # [B, L, C] -> [B, H, T]
 
     def training_step(self, batch, batch_idx):
-        x, y = batch                                              # [B, L, C], [B, H, T]
+        x, y = batch  # [B, L, C], [B, H, T]
         loss = self.loss(self(x), y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
         return loss
@@ -105,5 +105,7 @@ class StopOnNonFinite(Callback):
         for key in ("train/loss", "val/loss"):
             value = trainer.callback_metrics.get(key)
             if value is not None and not bool(torch.isfinite(value).all()):
-                raise JobFailed(f"{key} became {float(value)} in epoch {trainer.current_epoch + 1}, so training stopped; "
-                                "lower model.lr, or look for extreme values in the data")
+                raise JobFailed(
+                    f"{key} became {float(value)} in epoch {trainer.current_epoch + 1}, so training stopped; "
+                    "lower model.lr, or look for extreme values in the data"
+                )

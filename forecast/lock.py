@@ -28,7 +28,7 @@ def lock_path(setting: str | None) -> Path:
         return Path("mlruns") / "retrain.lock"
     if uri.startswith("sqlite:///"):
         return Path(uri.removeprefix("sqlite:///") + ".retrain.lock")
-    return Path("retrain.lock")             # a tracking server: guards this host only
+    return Path("retrain.lock")  # a tracking server: guards this host only
 
 
 @contextlib.contextmanager

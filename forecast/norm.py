@@ -33,16 +33,16 @@ class WindowNorm(nn.Module):
 
     def forward(self, x: torch.Tensor):
         if self.norm == "last":
-            last = x[:, -1:, :].detach()                          # [B, 1, C]
+            last = x[:, -1:, :].detach()  # [B, 1, C]
             return x - last, (last,)
         if self.norm == "revin":
-            mean = x.mean(dim=1, keepdim=True).detach()           # [B, 1, C]
+            mean = x.mean(dim=1, keepdim=True).detach()  # [B, 1, C]
             std = (x.var(dim=1, keepdim=True, unbiased=False) + 1e-5).sqrt().detach()
             return (x - mean) / std * self.weight + self.bias, (mean, std)
         return x, ()
 
     def inverse(self, y: torch.Tensor, stats) -> torch.Tensor:
-        t = self.t                                                # y: [B, H, T]
+        t = self.t  # y: [B, H, T]
         if self.norm == "last":
             return y + stats[0][..., t]
         if self.norm == "revin":

@@ -14,8 +14,14 @@ import pandas as pd  # noqa: E402
 
 
 def plot_test_forecasts(
-    index: pd.DatetimeIndex, actual: np.ndarray, origins: np.ndarray, pred: np.ndarray,
-    targets: list[str], title: str, path: Path, max_panels: int = 6,
+    index: pd.DatetimeIndex,
+    actual: np.ndarray,
+    origins: np.ndarray,
+    pred: np.ndarray,
+    targets: list[str],
+    title: str,
+    path: Path,
+    max_panels: int = 6,
 ) -> Path:
     """Actual values over the test span and forecasts from back-to-back windows, one panel per target.
 

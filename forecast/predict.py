@@ -38,7 +38,7 @@ config.register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")   # an unreachable server fails in seconds, not minutes
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # an unreachable server fails in seconds, not minutes
     with reported():
         predict(cfg)
 
@@ -55,11 +55,13 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     if cfg.span is None:
         stale = stale_note(cfg.data, frame, forecaster.inputs, cfg.allow_stale) if sum(report.rows_dropped.values()) else ""
         readings = frame.iloc[-forecaster.lookback :][forecaster.inputs].reset_index()
-        readings["timestamp"] = readings["timestamp"].astype(str)          # as the served model receives them
+        readings["timestamp"] = readings["timestamp"].astype(str)  # as the served model receives them
         out = model.predict(readings)
-        out.insert(0, "last_reading", frame.index[-1])                     # the origin: the forecast starts after it
-        summary = (f"{forecaster.horizon} steps every {forecaster.freq} from {out['timestamp'].iloc[0]} to {out['timestamp'].iloc[-1]}, "
-                   f"after the reading of {frame.index[-1]}{stale}")
+        out.insert(0, "last_reading", frame.index[-1])  # the origin: the forecast starts after it
+        summary = (
+            f"{forecaster.horizon} steps every {forecaster.freq} from {out['timestamp'].iloc[0]} to {out['timestamp'].iloc[-1]}, "
+            f"after the reading of {frame.index[-1]}{stale}"
+        )
     else:
         out, summary = backtest(forecaster, frame, cfg)
     out.to_csv(output, index=False)
@@ -95,8 +97,10 @@ def stale_note(data: DictConfig, frame: pd.DataFrame, inputs: list[str], allow_s
     behind = {name: t for name, t in last.items() if t < end}
     names = ", ".join(f"{name} (last reading {t})" for name, t in behind.items())
     if not allow_stale:
-        raise InputError(f"the data ends at {end} but {names} stopped earlier: a forecast would start at {frame.index[-1]}, in the past.\n"
-                         f"Fill in the missing readings, or set allow_stale=true to forecast from {frame.index[-1]} anyway.")
+        raise InputError(
+            f"the data ends at {end} but {names} stopped earlier: a forecast would start at {frame.index[-1]}, in the past.\n"
+            f"Fill in the missing readings, or set allow_stale=true to forecast from {frame.index[-1]} anyway."
+        )
     return f" (allow_stale: the data ends at {end}, but {names} stopped earlier)"
 
 
@@ -107,7 +111,7 @@ def last_readings(data: DictConfig, frame: pd.DataFrame, inputs: list[str]) -> d
         settings = OmegaConf.merge(data, {"targets": [name], "covariates": []})
         try:
             out[name] = read(settings)[0].index[-1]
-        except InputError:                         # the column alone does not make a series: it ends where the frame ends
+        except InputError:  # the column alone does not make a series: it ends where the frame ends
             out[name] = frame.index[-1]
     return out
 
@@ -123,8 +127,10 @@ def open_store(model_uri: str) -> str:
     """Point MLflow at the tracking store, refusing to create an empty one just to look a model up in it."""
     uri = tracking.tracking_uri()
     if model_uri.startswith(("models:", "runs:")) and uri == tracking.DEFAULT_URI and not Path("mlflow.db").is_file():
-        raise InputError(f"no tracking store here ({Path.cwd() / 'mlflow.db'}) to find {model_uri} in.\n"
-                         "Run from the folder you trained in, or set MLFLOW_TRACKING_URI.")
+        raise InputError(
+            f"no tracking store here ({Path.cwd() / 'mlflow.db'}) to find {model_uri} in.\n"
+            "Run from the folder you trained in, or set MLFLOW_TRACKING_URI."
+        )
     mlflow.set_tracking_uri(uri)
     return model_uri
 
@@ -140,18 +146,21 @@ def backtest(forecaster: Forecaster, frame: pd.DataFrame, cfg: DictConfig) -> tu
     origins = window_origins(spans[cfg.span], forecaster.lookback, forecaster.horizon, valid, int(cfg.stride))
     if len(origins) == 0:
         start, end = spans[cfg.span]
-        raise InputError(f"the {cfg.span} span (rows {start}-{end}) holds no complete window of "
-                         f"lookback {forecaster.lookback} + horizon {forecaster.horizon}; use span=all or a longer file")
-    inputs, actual = forecaster.windows(frame, origins)                               # [N, L, C], [N, H, T]
-    pred = forecaster.forecast(inputs)                                                # [N, H, T]
+        raise InputError(
+            f"the {cfg.span} span (rows {start}-{end}) holds no complete window of "
+            f"lookback {forecaster.lookback} + horizon {forecaster.horizon}; use span=all or a longer file"
+        )
+    inputs, actual = forecaster.windows(frame, origins)  # [N, L, C], [N, H, T]
+    pred = forecaster.forecast(inputs)  # [N, H, T]
     n, h, _ = pred.shape
-    rows = (origins[:, None] + np.arange(h)).ravel()                                   # [N*H] row of each forecast step
-    out = pd.DataFrame({"last_reading": np.repeat(frame.index[origins - 1], h), "step": np.tile(np.arange(1, h + 1), n),
-                        "timestamp": frame.index[rows]})
+    rows = (origins[:, None] + np.arange(h)).ravel()  # [N*H] row of each forecast step
+    out = pd.DataFrame(
+        {"last_reading": np.repeat(frame.index[origins - 1], h), "step": np.tile(np.arange(1, h + 1), n), "timestamp": frame.index[rows]}
+    )
     for k, name in enumerate(forecaster.targets):
         out[name] = pred[:, :, k].ravel()
         out[f"{name}:actual"] = actual[:, :, k].ravel()
-    mae = scoring.score(pred, actual, forecaster.scaler.std[forecaster.target_index], axis=(0, 1))["mae"]   # [T]
+    mae = scoring.score(pred, actual, forecaster.scaler.std[forecaster.target_index], axis=(0, 1))["mae"]  # [T]
     mae = "  ".join(f"{name} {v:.4g}" for name, v in zip(forecaster.targets, mae))
     summary = f"{n:,} windows x {h} steps of the {cfg.span} span ({frame.index[origins[0]]} to {frame.index[rows[-1]]}); MAE {mae}"
     return out, summary

@@ -50,7 +50,7 @@ class Contender:
         self.architecture = client.get_run(mv.run_id).data.tags.get("architecture", "?") if mv.run_id else "?"
         try:
             self.model, self.unloadable = pyfunc.load(self.uri)[1], None
-        except InputError as e:                # a champion that no longer loads can still be replaced
+        except InputError as e:  # a champion that no longer loads can still be replaced
             self.model, self.unloadable = None, str(e).splitlines()[0]
 
 
@@ -91,19 +91,22 @@ class Holdout:
         valid = ~np.isnan(data.frame[data.inputs].to_numpy()).any(axis=1)
         self.origins = window_origins(data.spans["test"], lookback, data.horizon, valid)
         if len(self.origins) == 0:
-            raise InputError(f"the holdout span of {data.report.files[-1]} holds no complete window of lookback {lookback} "
-                             f"+ horizon {data.horizon}; wait for more data or lower data.lookback")
+            raise InputError(
+                f"the holdout span of {data.report.files[-1]} holds no complete window of lookback {lookback} "
+                f"+ horizon {data.horizon}; wait for more data or lower data.lookback"
+            )
         index = data.frame.index
-        print(f"holdout: {len(self.origins):,} windows forecasting {index[self.origins[0]]} to "
-              f"{index[self.origins[-1] + data.horizon - 1]}")
+        print(
+            f"holdout: {len(self.origins):,} windows forecasting {index[self.origins[0]]} to {index[self.origins[-1] + data.horizon - 1]}"
+        )
 
     def baseline(self) -> dict[str, float]:
         """Repeating each target's last value, scored on the same windows: what a model must beat to be promoted."""
-        values = self.data.frame[self.data.inputs].to_numpy(dtype=np.float64)                          # [R, C]
-        last = values[self.origins - 1][:, None, self.data.target_index]                                # [N, 1, T]
-        rows = self.origins[:, None] + np.arange(self.data.horizon)                                     # [N, H]
-        actual = values[rows][:, :, self.data.target_index]                                             # [N, H, T]
-        pred = np.broadcast_to(last, actual.shape)                                                      # [N, H, T]
+        values = self.data.frame[self.data.inputs].to_numpy(dtype=np.float64)  # [R, C]
+        last = values[self.origins - 1][:, None, self.data.target_index]  # [N, 1, T]
+        rows = self.origins[:, None] + np.arange(self.data.horizon)  # [N, H]
+        actual = values[rows][:, :, self.data.target_index]  # [N, H, T]
+        pred = np.broadcast_to(last, actual.shape)  # [N, H, T]
         scores = scoring.score(pred, actual, self.data.scaler.std[self.data.target_index])
         show("baseline", "repeat the last value", scores)
         return scores
@@ -114,8 +117,8 @@ class Holdout:
         if why is not None:
             print(f"  {role:<10} {contender.label} ({contender.architecture}): cannot be scored: {why}", flush=True)
             return why
-        inputs, actual = contender.model.windows(self.data.frame, self.origins)       # [N, L, C], [N, H, T] data units
-        pred = contender.model.forecast(inputs)                                       # [N, H, T]
+        inputs, actual = contender.model.windows(self.data.frame, self.origins)  # [N, L, C], [N, H, T] data units
+        pred = contender.model.forecast(inputs)  # [N, H, T]
         scores = scoring.score(pred, actual, self.data.scaler.std[self.data.target_index])
         show(role, f"{contender.label} ({contender.architecture})", scores)
         return scores
@@ -131,8 +134,9 @@ def fits(data, contender: Contender) -> str | None:
     except InputError as e:
         return str(e).splitlines()[0]
     if m.horizon != data.horizon or list(m.targets) != data.targets:
-        return (f"it forecasts {m.horizon} steps of {', '.join(m.targets)}; "
-                f"this data gives {data.horizon} steps of {', '.join(data.targets)}")
+        return (
+            f"it forecasts {m.horizon} steps of {', '.join(m.targets)}; this data gives {data.horizon} steps of {', '.join(data.targets)}"
+        )
     return None
 
 
@@ -154,8 +158,9 @@ class Decision:
     left_out: dict[str, str] = field(default_factory=dict)
 
 
-def decide(scores: dict[str, float], baseline: float, margin: float, metric: str = "mse_scaled",
-           champion: float | str | None = None) -> Decision:
+def decide(
+    scores: dict[str, float], baseline: float, margin: float, metric: str = "mse_scaled", champion: float | str | None = None
+) -> Decision:
     """The promotion decision, from numbers alone (lower is better).
 
     scores: each challenger's holdout `metric`; baseline: the last-value baseline's on the same
@@ -189,8 +194,9 @@ def decide(scores: dict[str, float], baseline: float, margin: float, metric: str
     return Decision(None, f"best challenger {best} is not better by more than the margin of {margin:.1%}: {versus}", left_out)
 
 
-def promote(client: MlflowClient, cfg: DictConfig, name: str, winner: Contender, champion: Contender | None,
-            reason: str) -> tuple[str | None, str]:
+def promote(
+    client: MlflowClient, cfg: DictConfig, name: str, winner: Contender, champion: Contender | None, reason: str
+) -> tuple[str | None, str]:
     """Point the alias at the winner `name`, unless it moved since this retrain read it; who won and why."""
     now = alias_version(client, cfg.name, cfg.alias)
     if now != (champion.version if champion else None):
@@ -207,12 +213,32 @@ def record(scores: dict[str, dict | str], contenders: dict[str, Contender], deci
     contenders.json and the `left_out` tag), never as a metric.
     """
     after = contenders[decision.winner] if decision.winner else contenders.get("champion")
-    mlflow.set_tags({"decision": "promote" if decision.winner else "keep", "reason": decision.reason[:5000], "failed": ",".join(failed),
-                     "left_out": "; ".join(f"{k}: {v}" for k, v in decision.left_out.items())[:5000],
-                     "champion_after": after.label if after else "none"})
+    mlflow.set_tags(
+        {
+            "decision": "promote" if decision.winner else "keep",
+            "reason": decision.reason[:5000],
+            "failed": ",".join(failed),
+            "left_out": "; ".join(f"{k}: {v}" for k, v in decision.left_out.items())[:5000],
+            "champion_after": after.label if after else "none",
+        }
+    )
     mlflow.log_metrics({f"{who}/{k}": v for who, s in scores.items() if isinstance(s, dict) for k, v in s.items() if math.isfinite(v)})
-    mlflow.log_dict({who: {"model": c.label, "architecture": c.architecture, "run_id": c.run_id,
-                           **(scores[who] if isinstance(scores.get(who), dict) else {"not_scored": scores.get(who)})}
-                     for who, c in contenders.items()}
-                    | {"baseline": scores.get("baseline"), "failed": failed, "winner": decision.winner, "reason": decision.reason,
-                       "left_out": decision.left_out}, "contenders.json")
+    mlflow.log_dict(
+        {
+            who: {
+                "model": c.label,
+                "architecture": c.architecture,
+                "run_id": c.run_id,
+                **(scores[who] if isinstance(scores.get(who), dict) else {"not_scored": scores.get(who)}),
+            }
+            for who, c in contenders.items()
+        }
+        | {
+            "baseline": scores.get("baseline"),
+            "failed": failed,
+            "winner": decision.winner,
+            "reason": decision.reason,
+            "left_out": decision.left_out,
+        },
+        "contenders.json",
+    )

@@ -21,7 +21,7 @@ from forecast.errors import InputError
 from forecast.forecaster import Forecaster
 
 TIME = "timestamp"
-FLOAT32_MAX = float(np.finfo(np.float32).max)     # the network computes in float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the network computes in float32
 
 
 class BadInput(InputError, MlflowException):
@@ -42,7 +42,7 @@ class BadInput(InputError, MlflowException):
 
     @message.setter
     def message(self, value: str) -> None:
-        pass                                       # the scoring server's rewrite; see the class docstring
+        pass  # the scoring server's rewrite; see the class docstring
 
 
 def load(model_uri: str) -> tuple[mlflow.pyfunc.PyFuncModel, Forecaster]:
@@ -54,8 +54,10 @@ def load(model_uri: str) -> tuple[mlflow.pyfunc.PyFuncModel, Forecaster]:
         model = mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as e:
         first = str(e).strip().splitlines()[0][:200]
-        raise InputError(f"cannot load the model {model_uri}: {first}\n"
-                         "Promote one with python -m forecast.retrain, or pass model_uri=runs:/<run id>/model.") from None
+        raise InputError(
+            f"cannot load the model {model_uri}: {first}\n"
+            "Promote one with python -m forecast.retrain, or pass model_uri=runs:/<run id>/model."
+        ) from None
     forecaster = getattr(model.unwrap_python_model(), "forecaster", None)
     if not isinstance(forecaster, Forecaster):
         raise InputError(f"{model_uri} is not a forecast model of this version of the package (retrain it)")
@@ -79,13 +81,15 @@ class ForecastPyfunc(mlflow.pyfunc.PythonModel):
         f = self.forecaster
         frame = table(model_input, f)
         window = frame.iloc[-f.lookback :]
-        first_row = len(frame) - f.lookback + 1                                        # rows are counted from 1
+        first_row = len(frame) - f.lookback + 1  # rows are counted from 1
         stamps = timestamps(window[TIME], first_row, f.freq) if TIME in window.columns else None
-        raw = readings(window, f, first_row, stamps)                                   # [L, C]
-        pred = f.forecast(raw[None])[0]                                                # [H, T]
+        raw = readings(window, f, first_row, stamps)  # [L, C]
+        pred = f.forecast(raw[None])[0]  # [H, T]
         if not np.isfinite(pred).all():
-            raise BadInput(f"the forecast from these readings is not finite: they lie far outside the training data "
-                           f"(means {dict(zip(f.inputs, np.round(f.scaler.mean, 3)))})")
+            raise BadInput(
+                f"the forecast from these readings is not finite: they lie far outside the training data "
+                f"(means {dict(zip(f.inputs, np.round(f.scaler.mean, 3)))})"
+            )
         out = pd.DataFrame(pred, columns=f.targets)
         if stamps is not None:
             out.insert(0, TIME, pd.date_range(stamps[-1], periods=f.horizon + 1, freq=f.freq)[1:])
@@ -99,8 +103,9 @@ def table(model_input, f: Forecaster) -> pd.DataFrame:
     try:
         frame = pd.DataFrame(model_input)
     except (ValueError, TypeError) as e:
-        raise BadInput(f"model input is not a table of readings ({str(e).splitlines()[0]}); "
-                       f"send columns {', '.join(f.inputs)} and {TIME}") from None
+        raise BadInput(
+            f"model input is not a table of readings ({str(e).splitlines()[0]}); send columns {', '.join(f.inputs)} and {TIME}"
+        ) from None
     if len(frame) == 0:
         raise BadInput(f"model input is empty; send the last {f.lookback} readings of {', '.join(f.inputs)} with their {TIME}")
     twice = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
@@ -127,14 +132,18 @@ def timestamps(column: pd.Series, first_row: int, freq: str) -> pd.DatetimeIndex
             raise BadInput(f"model input {TIME}: {str(e).splitlines()[0]}; send ISO times such as 2025-03-09 11:30:00") from None
         if parsed.isna().any():
             k = int(np.argmax(parsed.isna()))
-            raise BadInput(f"model input {TIME} in row {first_row + k} is {column.iloc[k]!r}, not a date and time; "
-                           "send ISO times such as 2025-03-09 11:30:00")
+            raise BadInput(
+                f"model input {TIME} in row {first_row + k} is {column.iloc[k]!r}, not a date and time; "
+                "send ISO times such as 2025-03-09 11:30:00"
+            )
     following = parsed[:-1] + to_offset(freq)
     wrong = np.flatnonzero(following != parsed[1:])
     if len(wrong):
         k = int(wrong[0]) + 1
-        raise BadInput(f"model input {TIME} in row {first_row + k} is {parsed[k]} after {parsed[k - 1]}; the last rows must be "
-                       f"consecutive readings every {freq}, oldest first")
+        raise BadInput(
+            f"model input {TIME} in row {first_row + k} is {parsed[k]} after {parsed[k - 1]}; the last rows must be "
+            f"consecutive readings every {freq}, oldest first"
+        )
     return parsed
 
 
@@ -146,30 +155,34 @@ def readings(window: pd.DataFrame, f: Forecaster, first_row: int, stamps: pd.Dat
         column = window[name]
         if column.map(lambda v: isinstance(v, (bool, np.bool_))).any():
             raise BadInput(f"model input column {name} holds true/false values; send numbers")
-        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)         # [L]
+        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)  # [L]
         unparsed = np.flatnonzero(np.isnan(values) & column.notna().to_numpy())
         if len(unparsed):
             k = int(unparsed[0])
             raise BadInput(f"model input column {name} in row {first_row + k} holds {column.iloc[k]!r}, not a number")
         columns.append(values)
-    raw = np.stack(columns, axis=1)                                                           # [L, C]
+    raw = np.stack(columns, axis=1)  # [L, C]
     for c, name in enumerate(f.inputs):
         gaps = np.flatnonzero(np.isnan(raw[:, c]))
-        if len(gaps) and gaps[-1] == len(raw) - 1:                                            # the latest readings are missing
+        if len(gaps) and gaps[-1] == len(raw) - 1:  # the latest readings are missing
             valid = np.flatnonzero(~np.isnan(raw[:, c]))
             since = f"its last reading in these rows is at {where(int(valid[-1]))}" if len(valid) else "it has no reading in these rows"
-            raise BadInput(f"model input column {name} is missing its most recent readings ({since}); "
-                           "a forecast must start from the last row: send complete rows")
+            raise BadInput(
+                f"model input column {name} is missing its most recent readings ({since}); "
+                "a forecast must start from the last row: send complete rows"
+            )
         if len(gaps):
             raise BadInput(f"model input column {name} is missing at {where(int(gaps[0]))}; the last {f.lookback} rows must be complete")
         infinite = np.flatnonzero(~np.isfinite(raw[:, c]))
         if len(infinite):
             raise BadInput(f"model input column {name} holds {raw[infinite[0], c]} at {where(int(infinite[0]))}; readings must be finite")
     with np.errstate(over="ignore", invalid="ignore"):
-        scaled = np.abs(f.scaler.transform(raw, np.float64))                                  # [L, C] training standard deviations
+        scaled = np.abs(f.scaler.transform(raw, np.float64))  # [L, C] training standard deviations
     far = np.argwhere(~(scaled < FLOAT32_MAX))
     if len(far):
         k, c = (int(v) for v in far[0])
-        raise BadInput(f"model input column {f.inputs[c]} holds {raw[k, c]:.4g} at {where(k)}, beyond any scale the model computes in "
-                       f"(training mean {f.scaler.mean[c]:.4g}, std {f.scaler.std[c]:.4g})")
+        raise BadInput(
+            f"model input column {f.inputs[c]} holds {raw[k, c]:.4g} at {where(k)}, beyond any scale the model computes in "
+            f"(training mean {f.scaler.mean[c]:.4g}, std {f.scaler.std[c]:.4g})"
+        )
     return raw

@@ -89,8 +89,10 @@ class Intake:
         zones = [part.index.tz is not None for part in self.parts]
         if not all(zones) and any(zones):
             files = self.report.files
-            raise InputError(f"'{files[zones.index(True)]}' has timestamps with UTC offsets, '{files[zones.index(False)]}' "
-                             f"without (data.path='{self.spec.path}').\nSet data.timezone to the zone of the local timestamps.")
+            raise InputError(
+                f"'{files[zones.index(True)]}' has timestamps with UTC offsets, '{files[zones.index(False)]}' "
+                f"without (data.path='{self.spec.path}').\nSet data.timezone to the zone of the local timestamps."
+            )
         data = self.parts[0] if len(self.parts) == 1 else pd.concat(self.parts)
         if len(data) == 0:
             raise InputError(f"'{self.spec.path}': no row has a timestamp.\nCheck data.timestamp and data.sep={self.spec.sep!r}.")
@@ -147,28 +149,39 @@ class Intake:
         numeric = [name for name in counts.index if counts[name] > 0]
         unread = [name for name in counts.index if counts[name] == 0 and name in self.not_numbers]
         looks_numeric = [name for name in unread if _hint(str(self.not_numbers[name].value), spec)]
-        targets = list(spec.targets) if spec.targets is not None else [
-            name for name in [*numeric, *looks_numeric] if name not in spec.covariates]
+        targets = (
+            list(spec.targets) if spec.targets is not None else [name for name in [*numeric, *looks_numeric] if name not in spec.covariates]
+        )
         for name in [*targets, *spec.covariates]:
             if name not in counts.index:
-                raise InputError(f"no {kind} '{shown(name)}' in '{spec.path}' (numeric {kind}s: {_listed(numeric) or 'none'}).\n"
-                                 "Fix data.targets / data.covariates.")
+                raise InputError(
+                    f"no {kind} '{shown(name)}' in '{spec.path}' (numeric {kind}s: {_listed(numeric) or 'none'}).\n"
+                    "Fix data.targets / data.covariates."
+                )
             if name in self.not_numbers:
                 raise self._not_a_number(name, counts, targets)
             if name in self.infinite:
                 cell = self.infinite[name]
-                raise InputError(f"'{cell.path}' line {line(cell.path, cell.row)}, {kind} '{shown(name)}': {_short(cell.value)} is not a "
-                                 f"finite number ({cell.count:,} such value{'s' * (cell.count > 1)} in the {kind}).\n"
-                                 "Fix it, or set data.nonfinite=missing to treat infinite values as missing readings.")
+                raise InputError(
+                    f"'{cell.path}' line {line(cell.path, cell.row)}, {kind} '{shown(name)}': {_short(cell.value)} is not a "
+                    f"finite number ({cell.count:,} such value{'s' * (cell.count > 1)} in the {kind}).\n"
+                    "Fix it, or set data.nonfinite=missing to treat infinite values as missing readings."
+                )
             if counts[name] == 0:
-                raise InputError(f"{kind} '{shown(name)}' in '{spec.path}' has no values (all missing).\n"
-                                 "Leave it out of data.targets / data.covariates, or check data.na_values.")
+                raise InputError(
+                    f"{kind} '{shown(name)}' in '{spec.path}' has no values (all missing).\n"
+                    "Leave it out of data.targets / data.covariates, or check data.na_values."
+                )
         both = [name for name in targets if name in spec.covariates]
         if both or not targets:
-            problem = f"{kind} '{shown(both[0])}' is both a target and a covariate" if both else \
-                f"no numeric {kind} is left to forecast (without numbers: {_listed(unread) or 'none'})"
-            raise InputError(f"'{spec.path}': {problem}.\nFix data.targets / data.covariates, or check "
-                             f"data.decimal={spec.decimal!r} and data.na_values.")
+            problem = (
+                f"{kind} '{shown(both[0])}' is both a target and a covariate"
+                if both
+                else f"no numeric {kind} is left to forecast (without numbers: {_listed(unread) or 'none'})"
+            )
+            raise InputError(
+                f"'{spec.path}': {problem}.\nFix data.targets / data.covariates, or check data.decimal={spec.decimal!r} and data.na_values."
+            )
         used = [*targets, *spec.covariates]
         self.report.targets, self.report.covariates = targets, list(spec.covariates)
         self.report.ignored_columns = [name for name in counts.index if counts[name] == 0 and name not in used]
@@ -181,12 +194,16 @@ class Intake:
         fix = _hint(str(cell.value), spec)
         if fix is None:
             others = [other for other in targets if other != name]
-            fix = ("add it to data.na_values if it marks a missing reading, check "
-                   f"data.decimal={spec.decimal!r} and data.sep={spec.sep!r}"
-                   + (f", or leave the {kind} out: data.targets=[{','.join(map(shown, others))}]" if others else ""))
+            fix = (
+                "add it to data.na_values if it marks a missing reading, check "
+                f"data.decimal={spec.decimal!r} and data.sep={spec.sep!r}"
+                + (f", or leave the {kind} out: data.targets=[{','.join(map(shown, others))}]" if others else "")
+            )
         numbers = f", {counts[name]:,} numbers" if counts[name] else ", no numbers"
-        return InputError(f"'{cell.path}' line {line(cell.path, cell.row)}, {kind} '{shown(name)}': {_short(cell.value)} is not a number "
-                          f"({cell.count:,} such value{'s' * (cell.count > 1)} in the {kind}{numbers}).\nFix it, or {fix}.")
+        return InputError(
+            f"'{cell.path}' line {line(cell.path, cell.row)}, {kind} '{shown(name)}': {_short(cell.value)} is not a number "
+            f"({cell.count:,} such value{'s' * (cell.count > 1)} in the {kind}{numbers}).\nFix it, or {fix}."
+        )
 
 
 def read(spec: CsvSpec, report: DataReport) -> Intake:
@@ -214,8 +231,10 @@ def _read_file(path: str, intake: Intake) -> tuple[pd.DataFrame, np.ndarray | No
     if spec.layout == "long":
         for name, setting in ((spec.sensor_column, "sensor_column"), (spec.value_column, "value_column")):
             if name not in columns:
-                raise InputError(f"'{path}' has no column '{shown(name)}' (columns: {_listed(columns)}).\n"
-                                 f"Set data.{setting} to the right column, or data.layout=wide.")
+                raise InputError(
+                    f"'{path}' has no column '{shown(name)}' (columns: {_listed(columns)}).\n"
+                    f"Set data.{setting} to the right column, or data.layout=wide."
+                )
         names, dtype[spec.sensor_column] = [spec.value_column], "str"
     raw = _read_csv(path, spec, intake.text_codes, dtype, encoding)
     if raw.empty:
@@ -228,7 +247,7 @@ def _read_file(path: str, intake: Intake) -> tuple[pd.DataFrame, np.ndarray | No
         numbers, failed = _numbers(raw[name], spec)
         values[:] = numbers
         hits = np.isin(values, intake.number_codes) if intake.number_codes else None
-        if hits is not None and hits.any():                   # a full masked pass only where a code is present
+        if hits is not None and hits.any():  # a full masked pass only where a code is present
             values[hits] = np.nan
             _count(intake.coded, hits, sensors, name)
         infinite = np.isinf(values)
@@ -261,7 +280,7 @@ def _by_key(mask: np.ndarray, sensors: np.ndarray | None, name: str):
     if sensors is None:
         yield name, np.flatnonzero(mask)
         return
-    known = mask & pd.notna(sensors)                          # rows without a sensor id are refused or dropped later
+    known = mask & pd.notna(sensors)  # rows without a sensor id are refused or dropped later
     for sensor in pd.unique(sensors[known]):
         yield sensor, np.flatnonzero(known & (sensors == sensor))
 
@@ -287,8 +306,9 @@ def _header(path: str, spec: CsvSpec, encoding: str) -> list[str]:
         columns = list(pd.read_csv(path, nrows=0, **options).columns)
         written = pd.read_csv(path, nrows=1, header=None, dtype=str, keep_default_na=False, **options).iloc[0].tolist()
     except pd.errors.EmptyDataError:
-        raise InputError(f"'{path}' is empty; expected a header line and rows of readings.\n"
-                         "Fix the file, or leave it out of data.path.") from None
+        raise InputError(
+            f"'{path}' is empty; expected a header line and rows of readings.\nFix the file, or leave it out of data.path."
+        ) from None
     except UnicodeDecodeError as error:
         with open(path, "rb") as file:
             raise sniff.undecodable(path, file.read(), error, encoding, "data.encoding to the file's encoding") from None
@@ -297,15 +317,19 @@ def _header(path: str, spec: CsvSpec, encoding: str) -> list[str]:
     seen: dict[str, int] = {}
     for position, name in enumerate(written):
         if name.strip() and name in seen:
-            raise InputError(f"'{path}': the header names column '{shown(name)}' twice (columns {seen[name] + 1} and {position + 1}).\n"
-                             "Rename one of them so that every column name is unique.")
+            raise InputError(
+                f"'{path}': the header names column '{shown(name)}' twice (columns {seen[name] + 1} and {position + 1}).\n"
+                "Rename one of them so that every column name is unique."
+            )
         seen[name] = position
     return columns
 
 
 def _irregular(path: str, spec: CsvSpec, error: Exception) -> InputError:
-    return InputError(f"'{path}' is not a regular CSV table: {str(error).split('C error: ')[-1].strip()}.\n"
-                      f"Every row needs one field per column; check data.sep={spec.sep!r}.")
+    return InputError(
+        f"'{path}' is not a regular CSV table: {str(error).split('C error: ')[-1].strip()}.\n"
+        f"Every row needs one field per column; check data.sep={spec.sep!r}."
+    )
 
 
 def _timestamp_columns(columns: list[str], path: str, spec: CsvSpec) -> list[str]:
@@ -323,8 +347,11 @@ def _timestamp_columns(columns: list[str], path: str, spec: CsvSpec) -> list[str
             return pair if first.strip().lower() in ("date", "time") and all(pair) else [first]
         found = "no timestamp column"
     other = next((sep for sep in ";,\t|" if sep != spec.sep and len(columns) == 1 and sep in columns[0]), None)
-    fix = f"The header looks separated by {other!r}: set \"data.sep={other!r}\" (quoted so that Hydra reads it)." if other else \
-        "Set data.timestamp=NAME, or data.date_column and data.time_column."
+    fix = (
+        f'The header looks separated by {other!r}: set "data.sep={other!r}" (quoted so that Hydra reads it).'
+        if other
+        else "Set data.timestamp=NAME, or data.date_column and data.time_column."
+    )
     raise InputError(f"'{path}' has {found} (columns: {_listed(columns)}).\n{fix}")
 
 
@@ -358,8 +385,10 @@ def _read_csv(path: str, spec: CsvSpec, text_codes: list[str], dtype: dict, enco
                 warnings.simplefilter("error", pd.errors.ParserWarning)  # every row longer than the header: no silent shift
                 return pd.read_csv(path, engine="c", index_col=False, **options)
     except pd.errors.ParserWarning:
-        raise InputError(f"'{path}': its rows have more fields than its header line.\n"
-                         f"Every row needs one field per column; check data.sep={spec.sep!r} and the header.") from None
+        raise InputError(
+            f"'{path}': its rows have more fields than its header line.\n"
+            f"Every row needs one field per column; check data.sep={spec.sep!r} and the header."
+        ) from None
     except UnicodeDecodeError as error:
         if encoding == "utf-8" and spec.encoding is None:
             fallback = sniff.fallback(path)
@@ -402,7 +431,7 @@ def _numbers(column: pd.Series, spec: CsvSpec) -> tuple[np.ndarray, np.ndarray]:
         text = text.str.replace(spec.decimal, ".", regex=False)
     numbers = pd.to_numeric(text.where(present), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     failed = np.isnan(numbers) & present & (text != "").to_numpy()
-    if failed.any():                                       # digits beyond what pandas parses (4,300) are still a number
+    if failed.any():  # digits beyond what pandas parses (4,300) are still a number
         plain = failed & text.str.fullmatch(_PLAIN_NUMBER).fillna(False).to_numpy(dtype=bool)
         numbers = np.array(numbers)
         numbers[plain] = [float(value) for value in text[plain]]
@@ -415,7 +444,7 @@ def _hint(value: str, spec: CsvSpec) -> str | None:
     value = value.strip()
     grouped = _GROUPED.match(value)
     if grouped and spec.thousands is None and grouped["sep"] != spec.decimal:
-        return f"set \"data.thousands={grouped['sep']!r}\" (quoted for Hydra) to read thousands separators"
+        return f'set "data.thousands={grouped["sep"]!r}" (quoted for Hydra) to read thousands separators'
     if _DECIMAL_COMMA.match(value) and spec.decimal != ",":
         return "set data.decimal=',' (with data.sep=';' for most European exports) to read decimal commas"
     return None
@@ -449,8 +478,10 @@ def _parse_timestamps(raw: pd.DataFrame, names: list[str], path: str, spec: CsvS
         stamps = stamps.as_unit("ns")
     except OutOfBoundsDatetime:
         row = int(np.argmax((stamps > pd.Timestamp.max) | (stamps < pd.Timestamp.min)))
-        raise InputError(f"'{path}' line {line(path, row)}: timestamp {stamps[row]} is outside the years 1677-2262 a series can span.\n"
-                         "Fix that timestamp (a typo in the year?) or remove the row.") from None
+        raise InputError(
+            f"'{path}' line {line(path, row)}: timestamp {stamps[row]} is outside the years 1677-2262 a series can span.\n"
+            "Fix that timestamp (a typo in the year?) or remove the row."
+        ) from None
     if stamps.tz is not None:
         return stamps.tz_convert(spec.timezone or "UTC")
     if spec.timezone is None:
@@ -460,9 +491,11 @@ def _parse_timestamps(raw: pd.DataFrame, names: list[str], path: str, spec: CsvS
     except ValueError:
         unclear = stamps.tz_localize(spec.timezone, ambiguous="NaT", nonexistent="shift_forward").isna() & stamps.notna()
         row = int(np.argmax(unclear))
-        raise InputError(f"'{path}' line {line(path, row)}: local time {stamps[row]} is ambiguous in {spec.timezone} "
-                         "(clocks go back) and the row order does not tell which is meant.\n"
-                         "Export timestamps in UTC or with UTC offsets, or set data.timezone=null.") from None
+        raise InputError(
+            f"'{path}' line {line(path, row)}: local time {stamps[row]} is ambiguous in {spec.timezone} "
+            "(clocks go back) and the row order does not tell which is meant.\n"
+            "Export timestamps in UTC or with UTC offsets, or set data.timezone=null."
+        ) from None
 
 
 def _to_datetime(column: pd.Series, path: str, spec: CsvSpec) -> pd.DatetimeIndex:
@@ -474,16 +507,20 @@ def _to_datetime(column: pd.Series, path: str, spec: CsvSpec) -> pd.DatetimeInde
         warnings.simplefilter("ignore")
         fmt = spec.time_format or guess_datetime_format(text[first])
     if fmt is None:
-        raise InputError(f"'{path}' line {line(path, first)}: cannot tell the format of timestamp {_short(text[first])}.\n"
-                         "Set data.time_format to its strftime format, e.g. '%d.%m.%Y %H:%M'.")
+        raise InputError(
+            f"'{path}' line {line(path, first)}: cannot tell the format of timestamp {_short(text[first])}.\n"
+            "Set data.time_format to its strftime format, e.g. '%d.%m.%Y %H:%M'."
+        )
     try:
         try:
             stamps = pd.to_datetime(text, format=fmt, errors="coerce")
         except ValueError:  # mixed UTC offsets, e.g. across a daylight-saving change
             stamps = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
     except ValueError as error:
-        raise InputError(f"'{path}': cannot read timestamps with format {fmt!r} ({error}).\n"
-                         "Set data.time_format to a strftime format such as '%Y-%m-%d %H:%M'.") from None
+        raise InputError(
+            f"'{path}': cannot read timestamps with format {fmt!r} ({error}).\n"
+            "Set data.time_format to a strftime format such as '%Y-%m-%d %H:%M'."
+        ) from None
     failed = (stamps.isna() & text.notna()).to_numpy()
     if failed.any():
         row = int(np.argmax(failed))
@@ -491,8 +528,10 @@ def _to_datetime(column: pd.Series, path: str, spec: CsvSpec) -> pd.DatetimeInde
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             example = guess_datetime_format(text.iloc[row].strip(), dayfirst=True) or "%Y-%m-%d %H:%M"
-        raise InputError(f"'{path}' line {line(path, row)}: timestamp {_short(text.iloc[row])} does not match {why} ({fmt!r}).\n"
-                         f"Fix the value, or set data.time_format to the format of the file, e.g. {example!r}.")
+        raise InputError(
+            f"'{path}' line {line(path, row)}: timestamp {_short(text.iloc[row])} does not match {why} ({fmt!r}).\n"
+            f"Fix the value, or set data.time_format to the format of the file, e.g. {example!r}."
+        )
     return pd.DatetimeIndex(stamps)
 
 

@@ -88,7 +88,10 @@ class RecurrentNet(nn.Module):
 
         self.embed_input = nn.Sequential(nn.Linear(w * width, hidden_size), nn.ReLU())
         self.rnn = CELLS[cell](
-            hidden_size, hidden_size, num_layers=num_layers, batch_first=True,
+            hidden_size,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
             dropout=dropout if num_layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(dropout)
@@ -103,27 +106,27 @@ class RecurrentNet(nn.Module):
         self.window_norm = WindowNorm(norm, n_inputs, target_index)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, C = x.shape                                        # x: [B, L, C]
-        x, stats = self.window_norm(x)                           # [B, L, C]
+        B, L, C = x.shape  # x: [B, L, C]
+        x, stats = self.window_norm(x)  # [B, L, C]
         if self.channel_independent:
-            x = x.transpose(1, 2).reshape(B * C, L, 1)           # [B*C, L, 1]: one series per channel
-        x = self._segments(x)                                    # [N, S, w*c], N = B*C or B
-        z = self.embed_input(x)                                  # [N, S, d]
-        _, state = self.rnn(z)                                   # [layers, N, d] (LSTM: (h, c))
+            x = x.transpose(1, 2).reshape(B * C, L, 1)  # [B*C, L, 1]: one series per channel
+        x = self._segments(x)  # [N, S, w*c], N = B*C or B
+        z = self.embed_input(x)  # [N, S, d]
+        _, state = self.rnn(z)  # [layers, N, d] (LSTM: (h, c))
         if self.decoder == "direct":
             h = state[0] if self.cell == "lstm" else state
-            y = self.head(self.dropout(h[-1]))                   # [N, H*c_out]
-            y = y.reshape(y.shape[0], self.horizon, -1)          # [N, H, c_out]
+            y = self.head(self.dropout(h[-1]))  # [N, H*c_out]
+            y = y.reshape(y.shape[0], self.horizon, -1)  # [N, H, c_out]
         else:
-            y = self._decode_parallel(state, B)                  # [N, M*w, c_out]
-            y = y[:, : self.horizon]                             # [N, H, c_out]
+            y = self._decode_parallel(state, B)  # [N, M*w, c_out]
+            y = y[:, : self.horizon]  # [N, H, c_out]
         if self.channel_independent:
-            y = y.reshape(B, C, self.horizon).transpose(1, 2)    # [B, H, C]
-            y = y.index_select(2, self.target_index)             # [B, H, T]
-        return self.window_norm.inverse(y, stats)                # [B, H, T]
+            y = y.reshape(B, C, self.horizon).transpose(1, 2)  # [B, H, C]
+            y = y.index_select(2, self.target_index)  # [B, H, T]
+        return self.window_norm.inverse(y, stats)  # [B, H, T]
 
     def _segments(self, x: torch.Tensor) -> torch.Tensor:
-        N, L, c = x.shape                                        # x: [N, L, c]
+        N, L, c = x.shape  # x: [N, L, c]
         pad = self.n_in_segments * self.segment_len - L
         if pad:
             x = torch.cat([x[:, :1].expand(N, pad, c), x], dim=1)  # [N, S*w, c]
@@ -137,32 +140,32 @@ class RecurrentNet(nn.Module):
         per series, the position once per segment, the channel once per channel) and the gate
         sums are broadcast over [B, K, M]. Identical to running the cell on M repeated states.
         """
-        h, c = state if self.cell == "lstm" else (state, None)   # [layers, N, d], N = B*K
+        h, c = state if self.cell == "lstm" else (state, None)  # [layers, N, d], N = B*K
         d, M, rnn = h.shape[-1], self.n_out_segments, self.rnn
-        K = h.shape[1] // B                                       # channels per window (1 if mixed)
+        K = h.shape[1] // B  # channels per window (1 if mixed)
         x = None
         for layer in range(rnn.num_layers):
             w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
             if layer == 0:
                 p = self.position.shape[1]
-                gi = (self.position @ w_ih[:, :p].T + b_ih).view(1, 1, M, -1)          # [1, 1, M, G]
+                gi = (self.position @ w_ih[:, :p].T + b_ih).view(1, 1, M, -1)  # [1, 1, M, G]
                 if self.channel is not None:
-                    gi = gi + (self.channel @ w_ih[:, p:].T).view(1, K, 1, -1)         # [1, K, M, G]
+                    gi = gi + (self.channel @ w_ih[:, p:].T).view(1, K, 1, -1)  # [1, K, M, G]
             else:
                 x = nn.functional.dropout(x, rnn.dropout, self.training)
-                gi = x @ w_ih.T + b_ih                                                 # [B, K, M, G]
-            h_l = h[layer].view(B, K, 1, d)                                            # [B, K, 1, d]
-            gh = h_l @ w_hh.T + b_hh                                                   # [B, K, 1, G]
+                gi = x @ w_ih.T + b_ih  # [B, K, M, G]
+            h_l = h[layer].view(B, K, 1, d)  # [B, K, 1, d]
+            gh = h_l @ w_hh.T + b_hh  # [B, K, 1, G]
             if self.cell == "gru":
                 (ir, iz, i_n), (hr, hz, hn) = gi.chunk(3, -1), gh.chunk(3, -1)
                 r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-                x = (1 - z) * torch.tanh(i_n + r * hn) + z * h_l                      # [B, K, M, d]
+                x = (1 - z) * torch.tanh(i_n + r * hn) + z * h_l  # [B, K, M, d]
             else:
                 i, f, g, o = (gi + gh).chunk(4, -1)
                 c_l = torch.sigmoid(f) * c[layer].view(B, K, 1, d) + torch.sigmoid(i) * torch.tanh(g)
-                x = torch.sigmoid(o) * torch.tanh(c_l)                                 # [B, K, M, d]
-        y = self.head(self.dropout(x))                                                 # [B, K, M, w*c_out]
-        return y.reshape(B * K, M * self.segment_len, -1)                              # [N, M*w, c_out]
+                x = torch.sigmoid(o) * torch.tanh(c_l)  # [B, K, M, d]
+        y = self.head(self.dropout(x))  # [B, K, M, w*c_out]
+        return y.reshape(B * K, M * self.segment_len, -1)  # [N, M*w, c_out]
 
 
 def _check_choice(name: str, value: str, valid) -> None:

@@ -35,11 +35,13 @@ def regularise(intake: Intake, data: pd.DataFrame, columns: list[str], offset: p
     _check_grid(frame.index, offset, intake)
     try:
         index, values = _resample(frame, offset, intake)
-    except (OverflowError, OutOfBoundsDatetime):               # a grid edge beyond the years pandas can hold
+    except (OverflowError, OutOfBoundsDatetime):  # a grid edge beyond the years pandas can hold
         (path_a, line_a), (path_b, line_b) = intake.line_of(frame.index[0]), intake.line_of(frame.index[-1])
-        raise InputError(f"'{spec.path}': no regular grid every {_step_text(offset)} fits between {frame.index[0]} ('{path_a}' line "
-                         f"{line_a}) and {frame.index[-1]} ('{path_b}' line {line_b}).\nFix the timestamps (a typo in a year?), "
-                         "or set data.freq.") from None
+        raise InputError(
+            f"'{spec.path}': no regular grid every {_step_text(offset)} fits between {frame.index[0]} ('{path_a}' line "
+            f"{line_a}) and {frame.index[-1]} ('{path_b}' line {line_b}).\nFix the timestamps (a typo in a year?), "
+            "or set data.freq."
+        ) from None
     _check_magnitude(values, columns, intake)
     _mask_stuck(values, spec, report)
     report.grid_steps = len(index)
@@ -77,8 +79,8 @@ def _merge(intake: Intake, data: pd.DataFrame, columns: list[str]) -> pd.DataFra
         key = time * len(columns) + sensor[rows]
     files = len(intake.sources)
     file = intake.file_numbers()[rows]
-    inner = key * files + file                                 # one key per (timestamp[, sensor], file)
-    origin = rows                                              # the first raw row of each row of values
+    inner = key * files + file  # one key per (timestamp[, sensor], file)
+    origin = rows  # the first raw row of each row of values
     repeated = _repeated(inner)
     if repeated.any():
         report.duplicates = len(np.unique(time[repeated]))
@@ -86,8 +88,10 @@ def _merge(intake: Intake, data: pd.DataFrame, columns: list[str]) -> pd.DataFra
             hits = np.flatnonzero(inner == inner[repeated].min())
             which = f" for sensor '{shown(columns[key[hits[0]] % len(columns)])}'" if spec.layout == "long" else ""
             places = ", ".join(f"'{path}' line {line}" for path, line in intake.places(rows[hits][:5]))
-            raise InputError(f"timestamp {stamps[time[hits[0]]]} occurs more than once{which} ({places}) and "
-                             "data.duplicates=error.\nRemove the repeated rows, or set data.duplicates to mean, first or last.")
+            raise InputError(
+                f"timestamp {stamps[time[hits[0]]]} occurs more than once{which} ({places}) and "
+                "data.duplicates=error.\nRemove the repeated rows, or set data.duplicates to mean, first or last."
+            )
         values = values.groupby(inner).agg(spec.duplicates)
         origin = pd.Series(rows).groupby(inner).first().to_numpy()
         key = values.index.to_numpy() // files
@@ -110,22 +114,23 @@ def _repeated(key: np.ndarray) -> np.ndarray:
     return np.bincount(codes)[codes] > 1
 
 
-def _overlap(intake: Intake, values: pd.DataFrame, key: np.ndarray, origin: np.ndarray, stamps: pd.DatetimeIndex,
-             columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+def _overlap(
+    intake: Intake, values: pd.DataFrame, key: np.ndarray, origin: np.ndarray, stamps: pd.DatetimeIndex, columns: list[str]
+) -> tuple[pd.DataFrame, np.ndarray]:
     """One row per key: readings of a key found in several files merged per spec.overlap (rows are in file order)."""
     spec, report = intake.spec, intake.report
     shared = _repeated(key)
     if not shared.any():
         return values, key
-    per_stamp = len(columns) if spec.layout == "long" else 1   # keys of one timestamp
+    per_stamp = len(columns) if spec.layout == "long" else 1  # keys of one timestamp
     report.overlaps = len(np.unique(key[shared] // per_stamp))
     group = values[shared].groupby(key[shared])
-    low, high = group.min(), group.max()                       # NaN only where every file lacks the reading
+    low, high = group.min(), group.max()  # NaN only where every file lacks the reading
     differ = (low.to_numpy() != high.to_numpy()) & ~np.isnan(low.to_numpy())  # [shared keys, columns]
     conflicted = differ.any(axis=1)
     report.overlap_conflicts = len(np.unique(low.index.to_numpy()[conflicted] // per_stamp))
     if conflicted.any() and spec.overlap == "error":
-        first = low.index.to_numpy()[conflicted][0]            # keys are in time order: the earliest
+        first = low.index.to_numpy()[conflicted][0]  # keys are in time order: the earliest
         column = int(np.argmax(differ[np.flatnonzero(conflicted)[0]]))
         name = columns[first % per_stamp] if spec.layout == "long" else columns[column]
         at = np.flatnonzero(key == first)
@@ -136,7 +141,8 @@ def _overlap(intake: Intake, values: pd.DataFrame, key: np.ndarray, origin: np.n
             f"'{path_a}' line {line_a} and '{path_b}' line {line_b} disagree at {stamps[first // per_stamp]} "
             f"({intake.kind} '{shown(name)}': {values.iloc[one, column]:g} vs {values.iloc[other, column]:g}; "
             f"{_plural(report.overlap_conflicts, 'timestamp')} with differing readings).\n"
-            "Remove the overlap from one of the files, or set data.overlap to first, last or mean (files in name order).")
+            "Remove the overlap from one of the files, or set data.overlap to first, last or mean (files in name order)."
+        )
     merged = values.groupby(key).agg("first" if spec.overlap == "error" else spec.overlap)
     return merged, merged.index.to_numpy()
 
@@ -147,8 +153,9 @@ def _overlap(intake: Intake, values: pd.DataFrame, key: np.ndarray, origin: np.n
 def _infer_step(index: pd.DatetimeIndex, spec) -> pd.DateOffset:
     """The most common step between consecutive timestamps."""
     if len(index) < 2:
-        raise InputError(f"'{spec.path}' has a single timestamp ({index[0]}), too few to infer the step.\n"
-                         "Add readings, or set data.freq, e.g. '30min'.")
+        raise InputError(
+            f"'{spec.path}' has a single timestamp ({index[0]}), too few to infer the step.\nAdd readings, or set data.freq, e.g. '30min'."
+        )
     steps = np.diff(index.asi8)
     common = steps[0] if (steps == steps[0]).all() else pd.Series(steps).value_counts().index[0]
     step = pd.Timedelta(int(common), unit="ns")
@@ -159,24 +166,30 @@ def _infer_step(index: pd.DatetimeIndex, spec) -> pd.DateOffset:
 def _check_grid(index: pd.DatetimeIndex, offset: pd.DateOffset, intake: Intake) -> None:
     """Refuses a grid with far more steps than there are readings (a typo in a year), before building it."""
     spec = intake.spec
-    step = (index[0] + offset - index[0]).value               # ns; a month or a business day: its first length
+    step = (index[0] + offset - index[0]).value  # ns; a month or a business day: its first length
     steps = (index[-1] - index[0]).value // step + 1
     allowed = spec.max_grid_factor * len(index) + _GRID_SLACK
     if steps <= allowed:
         return
     gaps = np.diff(index.asi8)
     widest = int(np.argmax(gaps))
-    what = (f"a grid every {_step_text(offset)} from {index[0]} to {index[-1]} would need {steps:,} steps for {len(index):,} "
-            f"timestamps, more than data.max_grid_factor={spec.max_grid_factor:g} steps per timestamp")
-    if gaps[widest] // step > steps / 2:                      # one jump makes most of the grid: name the row beyond it
+    what = (
+        f"a grid every {_step_text(offset)} from {index[0]} to {index[-1]} would need {steps:,} steps for {len(index):,} "
+        f"timestamps, more than data.max_grid_factor={spec.max_grid_factor:g} steps per timestamp"
+    )
+    if gaps[widest] // step > steps / 2:  # one jump makes most of the grid: name the row beyond it
         lonely = index[widest] if widest + 1 <= len(index) - widest - 1 else index[widest + 1]
         path, line = intake.line_of(lonely)
         side = "before" if lonely == index[widest] else "after"
-        raise InputError(f"'{path}' line {line}: timestamp {lonely} lies {_duration(gaps[widest])} {side} the "
-                         f"rest of the series; {what}.\nFix that timestamp (a typo in the year?) or remove the row.")
+        raise InputError(
+            f"'{path}' line {line}: timestamp {lonely} lies {_duration(gaps[widest])} {side} the "
+            f"rest of the series; {what}.\nFix that timestamp (a typo in the year?) or remove the row."
+        )
     (path_a, line_a), (path_b, line_b) = intake.line_of(index[0]), intake.line_of(index[-1])
-    raise InputError(f"'{spec.path}': {what} (first '{path_a}' line {line_a}, last '{path_b}' line {line_b}).\n"
-                     "Set data.freq to the step the sensors report at, or raise data.max_grid_factor for sparse data.")
+    raise InputError(
+        f"'{spec.path}': {what} (first '{path_a}' line {line_a}, last '{path_b}' line {line_b}).\n"
+        "Set data.freq to the step the sensors report at, or raise data.max_grid_factor for sparse data."
+    )
 
 
 def _duration(ns: int) -> str:
@@ -244,8 +257,10 @@ def _check_magnitude(values: np.ndarray, columns: list[str], intake: Intake) -> 
             if np.isfinite(np.nanmean(column)) and np.isfinite(np.nanstd(column)):
                 continue
         path, line, value = intake.largest(name)
-        raise InputError(f"'{path}' line {line}, {intake.kind} '{shown(name)}': {value:g} is too large to forecast with "
-                         "(the column's spread overflows float64).\nFix the value, or rescale the column to smaller units.")
+        raise InputError(
+            f"'{path}' line {line}, {intake.kind} '{shown(name)}': {value:g} is too large to forecast with "
+            "(the column's spread overflows float64).\nFix the value, or rescale the column to smaller units."
+        )
 
 
 def _mask_stuck(values: np.ndarray, spec, report) -> None:
@@ -265,8 +280,10 @@ def _fill_gaps(index: pd.DatetimeIndex, values: np.ndarray, columns: list[str], 
     report.missing_values = int(missing.sum())
     complete = ~missing.any(axis=0)
     if not complete.any():
-        raise InputError(f"'{spec.path}': no timestamp has a value in every column ({', '.join(map(shown, columns))}).\n"
-                         "Check data.targets / data.covariates: some never overlap in time.")
+        raise InputError(
+            f"'{spec.path}': no timestamp has a value in every column ({', '.join(map(shown, columns))}).\n"
+            "Check data.targets / data.covariates: some never overlap in time."
+        )
     first, stop = int(np.argmax(complete)), len(index) - int(np.argmax(complete[::-1]))
     if first or stop < len(index):
         report.rows_dropped[_EDGE_ROWS] = first + len(index) - stop
@@ -280,9 +297,11 @@ def _fill_gaps(index: pd.DatetimeIndex, values: np.ndarray, columns: list[str], 
             report.longest_gap = {"steps": int(lengths[widest]), "column": name, "start": str(index[starts[widest]])}
         if spec.long_gaps == "fail" and lengths[widest] > spec.max_gap:
             start, end = index[starts[widest]], index[starts[widest] + lengths[widest] - 1]
-            raise InputError(f"'{spec.path}' column '{shown(name)}': a gap of {lengths[widest]} steps from {start} to {end} is "
-                             f"longer than data.max_gap={spec.max_gap}.\n"
-                             f"Set data.max_gap={lengths[widest]} to interpolate it, or data.long_gaps=mask to skip it.")
+            raise InputError(
+                f"'{spec.path}' column '{shown(name)}': a gap of {lengths[widest]} steps from {start} to {end} is "
+                f"longer than data.max_gap={spec.max_gap}.\n"
+                f"Set data.max_gap={lengths[widest]} to interpolate it, or data.long_gaps=mask to skip it."
+            )
         short = lengths <= spec.max_gap
         report.values_masked += int(lengths[~short].sum())
         starts, lengths = starts[short], lengths[short]  # filled on the line between the values either side

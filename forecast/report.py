@@ -13,7 +13,6 @@ also sets the verdict as the parent run's description in the MLflow UI. The repo
 built by forecast/comparison_report.py.
 """
 
-
 from __future__ import annotations
 
 import argparse

@@ -60,7 +60,7 @@ METRICS = ("mse_scaled", "mae_scaled", "mae", "rmse")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="retrain")
 def main(cfg: DictConfig) -> None:
     try:
-        with reported():                               # SIGINT/SIGTERM: the retrain run ends KILLED, exit 130/143
+        with reported():  # SIGINT/SIGTERM: the retrain run ends KILLED, exit 130/143
             sys.exit(retrain(cfg))
     except Busy as e:
         print(f"skipped: {e}", file=sys.stderr)
@@ -75,7 +75,7 @@ def retrain(cfg: DictConfig) -> int:
     client = MlflowClient()
     with exclusive(lock_path(cfg.lock)):
         tracking.mark_dead_runs(client, experiment_id, cfg.stale_after_s)
-        data = config.build(cfg.data)                          # validates as training does; bad data stops here
+        data = config.build(cfg.data)  # validates as training does; bad data stops here
         print(*data.report.lines(), sep="\n")
         champion = find_champion(client, cfg.name, cfg.alias)
         with tempfile.TemporaryDirectory(prefix="forecast-retrain-") as folder:
@@ -85,13 +85,28 @@ def retrain(cfg: DictConfig) -> int:
             scores = {"baseline": holdout.baseline()}
             if champion:
                 scores["champion"] = holdout.score("champion", champion)
-            tags = {"kind": "retrain", "dataset": data.name, "data_sha256": digest, "process": f"{socket.gethostname()}:{os.getpid()}",
-                    "command": " ".join(["python -m forecast.retrain", *HydraConfig.get().overrides.task]),
-                    "champion_before": champion.label if champion else "none"}
+            tags = {
+                "kind": "retrain",
+                "dataset": data.name,
+                "data_sha256": digest,
+                "process": f"{socket.gethostname()}:{os.getpid()}",
+                "command": " ".join(["python -m forecast.retrain", *HydraConfig.get().overrides.task]),
+                "champion_before": champion.label if champion else "none",
+            }
             with tracking.start_run(experiment_id, f"retrain-{data.name}", tags) as run:
-                mlflow.log_params({"name": cfg.name, "challengers": ",".join(cfg.challengers), "metric": cfg.metric, "margin": cfg.margin,
-                                   "data.path": str(cfg.data.path), "data.rows": data.report.rows, "data.end": data.report.end,
-                                   "holdout.windows": len(holdout.origins), "warm_start": cfg.warm_start})
+                mlflow.log_params(
+                    {
+                        "name": cfg.name,
+                        "challengers": ",".join(cfg.challengers),
+                        "metric": cfg.metric,
+                        "margin": cfg.margin,
+                        "data.path": str(cfg.data.path),
+                        "data.rows": data.report.rows,
+                        "data.end": data.report.end,
+                        "holdout.windows": len(holdout.origins),
+                        "warm_start": cfg.warm_start,
+                    }
+                )
                 contenders = {"champion": champion} if champion else {}
                 failed = []
                 for name in cfg.challengers:
@@ -101,17 +116,24 @@ def retrain(cfg: DictConfig) -> int:
                         continue
                     contenders[name] = version
                     scores[name] = holdout.score(name, version)
-                challengers = {k: (s[cfg.metric] if isinstance(s, dict) else math.nan) for k, s in scores.items()
-                               if k not in ("baseline", "champion")}
-                failed += [k for k, v in challengers.items() if not math.isfinite(v)]        # trained, but cannot forecast the holdout
+                challengers = {
+                    k: (s[cfg.metric] if isinstance(s, dict) else math.nan) for k, s in scores.items() if k not in ("baseline", "champion")
+                }
+                failed += [k for k, v in challengers.items() if not math.isfinite(v)]  # trained, but cannot forecast the holdout
                 before = scores.get("champion")
-                decision = decide(challengers, scores["baseline"][cfg.metric], cfg.margin, cfg.metric,
-                                  champion=None if champion is None else before if isinstance(before, str) else before[cfg.metric])
+                decision = decide(
+                    challengers,
+                    scores["baseline"][cfg.metric],
+                    cfg.margin,
+                    cfg.metric,
+                    champion=None if champion is None else before if isinstance(before, str) else before[cfg.metric],
+                )
                 for name, why in decision.left_out.items():
                     print(f"left out {name}: {why}")
                 if decision.winner is not None:
-                    decision.winner, decision.reason = promote(client, cfg, decision.winner, contenders[decision.winner], champion,
-                                                               decision.reason)
+                    decision.winner, decision.reason = promote(
+                        client, cfg, decision.winner, contenders[decision.winner], champion, decision.reason
+                    )
                 record(scores, contenders, decision, failed)
     winner = decision.winner
     after = contenders[winner] if winner else champion
@@ -126,8 +148,9 @@ def check_settings(cfg: DictConfig) -> None:
     if not (isinstance(cfg.margin, (int, float)) and 0 <= cfg.margin < 1) or cfg.metric not in METRICS:
         raise InputError(f"margin={cfg.margin} must be in [0, 1) and metric={cfg.metric} one of {', '.join(METRICS)}")
     if any(config.override_key(str(o)).startswith("data") for o in cfg.train_args):
-        raise InputError("data settings go on the command line (data.lookback=...), not in train_args: "
-                         "every contender must see the same data")
+        raise InputError(
+            "data settings go on the command line (data.lookback=...), not in train_args: every contender must see the same data"
+        )
     passed = config.overrides_under(list(HydraConfig.get().overrides.task), "data")
     for name in cfg.challengers:
         try:
@@ -140,13 +163,25 @@ def check_settings(cfg: DictConfig) -> None:
 # --- challengers and the decision
 
 
-def train_challenger(cfg: DictConfig, name: str, folder: str, parent: str, champion: Contender | None,
-                     client: MlflowClient, experiment_id: str) -> Contender | None:
+def train_challenger(
+    cfg: DictConfig, name: str, folder: str, parent: str, champion: Contender | None, client: MlflowClient, experiment_id: str
+) -> Contender | None:
     """Train and register one challenger in a child process; its version, or None if it failed."""
     passed = config.overrides_under(list(HydraConfig.get().overrides.task), "data", exclude=("data.path",))
-    command = [sys.executable, "-m", "forecast.train", f"model={name}", *passed, f"data.path={folder}",
-               f"tracking.register={cfg.name}", f"tracking.experiment={cfg.experiment}", f"tracking.parent={parent}",
-               "+tracking.tags.kind=challenger", f"+tracking.tags.challenger={name}", *cfg.train_args]
+    command = [
+        sys.executable,
+        "-m",
+        "forecast.train",
+        f"model={name}",
+        *passed,
+        f"data.path={folder}",
+        f"tracking.register={cfg.name}",
+        f"tracking.experiment={cfg.experiment}",
+        f"tracking.parent={parent}",
+        "+tracking.tags.kind=challenger",
+        f"+tracking.tags.challenger={name}",
+        *cfg.train_args,
+    ]
     if cfg.warm_start and champion is not None and champion.architecture == name:
         command.append(f"+init_from={champion.uri}")
     started = time.perf_counter()
@@ -157,7 +192,7 @@ def train_challenger(cfg: DictConfig, name: str, folder: str, parent: str, champ
     except subprocess.TimeoutExpired:
         child.kill()
         code = child.wait()
-    except Interrupted as e:                           # pass the signal on: the training ends its own run KILLED
+    except Interrupted as e:  # pass the signal on: the training ends its own run KILLED
         child.send_signal(e.signum)
         try:
             child.wait(timeout=60)

@@ -65,20 +65,29 @@ def _signals(rng: np.random.Generator, ts: pd.DatetimeIndex) -> dict[str, np.nda
     occ = np.where(weekday, shape * level, 0.04 * shape)
     # outdoor: seasonal warming (day of year), daily cycle peaking at 15:00, weather fronts
     doy = ts.day_of_year.to_numpy()
-    outdoor = (9 - 8 * np.cos(2 * np.pi * (doy - 20) / 365) + 3.5 * np.cos(2 * np.pi * (hour - 15) / 24)
-               + _ar1(rng, n, 0.985, 2.5) + rng.normal(0, 0.3, n))
+    outdoor = (
+        9
+        - 8 * np.cos(2 * np.pi * (doy - 20) / 365)
+        + 3.5 * np.cos(2 * np.pi * (hour - 15) / 24)
+        + _ar1(rng, n, 0.985, 2.5)
+        + rng.normal(0, 0.3, n)
+    )
     # heating: weekday schedule 06-19 at 21.5 C, setback 17 C otherwise
     schedule = weekday & (hour >= 6) & (hour < 19)
     target = np.where(schedule, 21.5, 17.0) + 0.12 * (outdoor - 10) + 1.2 * occ
     indoor = _lag(target, 0.12) + _ar1(rng, n, 0.9, 0.3) + rng.normal(0, 0.2, n)
     co2 = 420 + _lag(3 * 250 * occ, 0.25) + _ar1(rng, n, 0.8, 15) + rng.normal(0, 8, n)
-    humidity = (46 - 1.8 * (indoor - 20) + 7 * occ + 0.25 * outdoor
-                + _ar1(rng, n, 0.95, 2.5) + rng.normal(0, 0.6, n))
+    humidity = 46 - 1.8 * (indoor - 20) + 7 * occ + 0.25 * outdoor + _ar1(rng, n, 0.95, 2.5) + rng.normal(0, 0.6, n)
     heating = np.clip(16 - outdoor, 0, None) * np.where(schedule, 1.4, 0.6)
     base = 14 * (1 + 0.05 * np.arange(n) / n)
     power = base + 30 * occ + heating + _ar1(rng, n, 0.85, 2.0) + rng.normal(0, 1.0, n)
-    return {"outdoor_temp_c": outdoor, "indoor_temp_c": indoor, "humidity_pct": np.clip(humidity, 15, 85),
-            "co2_ppm": co2, "power_kw": np.clip(power, 0, None)}
+    return {
+        "outdoor_temp_c": outdoor,
+        "indoor_temp_c": indoor,
+        "humidity_pct": np.clip(humidity, 15, 85),
+        "co2_ppm": co2,
+        "power_kw": np.clip(power, 0, None),
+    }
 
 
 def generate(days: int = 180, seed: int = 0) -> pd.DataFrame:
@@ -112,9 +121,9 @@ def generate(days: int = 180, seed: int = 0) -> pd.DataFrame:
     # outage of 5 hours in the middle: rows absent altogether
     gap = int(rng.integers(int(0.4 * n), int(0.6 * n)))
     keep = np.ones(n, dtype=bool)
-    keep[gap:gap + 10] = False
-    parts = [frame.iloc[: dup + 1], copy, frame.iloc[dup + 1:]]
-    frame = pd.concat(parts)[np.concatenate([keep[: dup + 1], [True], keep[dup + 1:]])]
+    keep[gap : gap + 10] = False
+    parts = [frame.iloc[: dup + 1], copy, frame.iloc[dup + 1 :]]
+    frame = pd.concat(parts)[np.concatenate([keep[: dup + 1], [True], keep[dup + 1 :]])]
     return frame.reset_index(drop=True)
 
 

@@ -34,8 +34,8 @@ from forecast.errors import InputError, Interrupted, reported
 
 log = logging.getLogger("forecast.schedule")
 JOB = "retrain"
-RUNNING: set[subprocess.Popen] = set()         # the retrain under way, to pass a signal on to
-FINE = (0, 3)                                  # a retrain's exit statuses that are not failures (3: another one held the lock)
+RUNNING: set[subprocess.Popen] = set()  # the retrain under way, to pass a signal on to
+FINE = (0, 3)  # a retrain's exit statuses that are not failures (3: another one held the lock)
 
 
 def run_retrain(args: list[str]) -> int:
@@ -43,7 +43,7 @@ def run_retrain(args: list[str]) -> int:
     command = [sys.executable, "-m", "forecast.retrain", *args]
     log.info("firing: python -m forecast.retrain %s", " ".join(args))
     started = time.perf_counter()
-    child = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})   # its lines interleave with ours in order
+    child = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # its lines interleave with ours in order
     RUNNING.add(child)
     try:
         code = child.wait()
@@ -56,7 +56,7 @@ def run_retrain(args: list[str]) -> int:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="schedule")
 def main(cfg: DictConfig) -> None:
-    with reported():                               # Ctrl-C / SIGTERM: exit 130 / 143, the retrain under way ends KILLED
+    with reported():  # Ctrl-C / SIGTERM: exit 130 / 143, the retrain under way ends KILLED
         status = schedule(cfg)
     sys.exit(status)
 
@@ -72,14 +72,25 @@ def schedule(cfg: DictConfig) -> int:
     trigger = make_trigger(cfg)
     args = [str(a) for a in cfg.retrain_args]
     scheduler = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(url=cfg.jobstore)})
-    scheduler.start(paused=True)                   # the job store is open; nothing fires yet
+    scheduler.start(paused=True)  # the job store is open; nothing fires yet
     stored = scheduler.get_job(JOB)
     if stored is not None and stored.args == (args,) and str(stored.trigger) == str(trigger):
         log.info("resuming the stored schedule (%s): next run at %s", cfg.jobstore, stored.next_run_time)
-    else:                                          # new or changed: re-adding would drop a missed firing, so only then
-        scheduler.add_job(run_retrain, trigger, args=[args], id=JOB, name="python -m forecast.retrain", replace_existing=True,
-                          max_instances=1, coalesce=True, misfire_grace_time=int(cfg.misfire_grace_s))
-        log.info("scheduled python -m forecast.retrain %s on %s: next run at %s", " ".join(args), trigger, scheduler.get_job(JOB).next_run_time)
+    else:  # new or changed: re-adding would drop a missed firing, so only then
+        scheduler.add_job(
+            run_retrain,
+            trigger,
+            args=[args],
+            id=JOB,
+            name="python -m forecast.retrain",
+            replace_existing=True,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=int(cfg.misfire_grace_s),
+        )
+        log.info(
+            "scheduled python -m forecast.retrain %s on %s: next run at %s", " ".join(args), trigger, scheduler.get_job(JOB).next_run_time
+        )
 
     stop, fired = threading.Event(), []
 
@@ -97,16 +108,20 @@ def schedule(cfg: DictConfig) -> int:
         stop.wait()
     except Interrupted as e:
         for child in list(RUNNING):
-            child.send_signal(e.signum)            # the retrain ends its runs KILLED and exits
+            child.send_signal(e.signum)  # the retrain ends its runs KILLED and exits
         scheduler.shutdown(wait=True)
         log.info("scheduler stopped by %s after %d firing(s)", e.name, len(fired))
         raise
-    scheduler.shutdown(wait=True)                  # lets a running retrain finish
+    scheduler.shutdown(wait=True)  # lets a running retrain finish
     failed = [e for e in fired if e.code == EVENT_JOB_ERROR or e.retval not in FINE]
     log.info("scheduler stopped after %d firing(s)", len(fired))
     if failed:
-        log.error("%d of %d firing(s) failed (retrain exit status %s)", len(failed), len(fired),
-                  ", ".join(str(getattr(e, "retval", None)) for e in failed))
+        log.error(
+            "%d of %d firing(s) failed (retrain exit status %s)",
+            len(failed),
+            len(fired),
+            ", ".join(str(getattr(e, "retval", None)) for e in failed),
+        )
         return 1
     return 0
 
@@ -118,8 +133,10 @@ def make_trigger(cfg: DictConfig):
     try:
         return CronTrigger.from_crontab(str(cfg.cron), timezone=cfg.timezone)
     except (ValueError, LookupError) as e:
-        raise InputError(f"cron={cfg.cron!r} timezone={cfg.timezone}: {e}.\n"
-                         "Use five fields, minute hour day-of-month month day-of-week, e.g. cron='30 2 * * *'.") from None
+        raise InputError(
+            f"cron={cfg.cron!r} timezone={cfg.timezone}: {e}.\n"
+            "Use five fields, minute hour day-of-month month day-of-week, e.g. cron='30 2 * * *'."
+        ) from None
 
 
 if __name__ == "__main__":

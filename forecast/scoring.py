@@ -16,8 +16,8 @@ def score(pred: np.ndarray, actual: np.ndarray, std: np.ndarray, axis: int | tup
     shape that broadcasts). axis=None gives floats; axis=(0, 2) one value per horizon step,
     axis=(1, 2) one per window.
     """
-    diff = pred - actual                                          # [N, H, T] data units
-    scaled = diff / std                                           # [N, H, T] standardised
+    diff = pred - actual  # [N, H, T] data units
+    scaled = diff / std  # [N, H, T] standardised
     return {
         "mse_scaled": _mean(scaled**2, axis),
         "mae_scaled": _mean(np.abs(scaled), axis),
@@ -28,7 +28,7 @@ def score(pred: np.ndarray, actual: np.ndarray, std: np.ndarray, axis: int | tup
 
 def last_value(inputs: np.ndarray, target_index: list[int], horizon: int) -> np.ndarray:
     """The baseline every score is shown beside: each target's last input value [N, H, T], repeated (a view)."""
-    last = inputs[:, -1:, target_index]                           # [N, 1, T]
+    last = inputs[:, -1:, target_index]  # [N, 1, T]
     return np.broadcast_to(last, (len(inputs), horizon, len(target_index)))
 
 

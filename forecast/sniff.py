@@ -48,20 +48,27 @@ def encoding(path: str, spec: CsvSpec) -> str:
     except OSError as error:
         raise InputError(f"cannot read '{path}': {error.strerror}.\nCheck the file's permissions, or point data.path elsewhere.") from None
     if spec.encoding is not None and codecs.lookup(spec.encoding).name.startswith(("utf-16", "utf-32")):
-        return spec.encoding                                  # wide text: NUL bytes and a byte-order mark are expected
+        return spec.encoding  # wide text: NUL bytes and a byte-order mark are expected
     for signature, what, fix in _FORMATS:
         if head.startswith(signature) and (signature != b"BZh" or head[4:10] == b"1AY&SY"):
             raise InputError(f"'{path}' is {what}, not a CSV text file.\nTo read it, {fix}.")
     if head.startswith(b"PK\x03\x04"):
-        what = ("an Excel workbook (.xlsx)" if b"xl/" in head or b"[Content_Types].xml" in head else
-                "an OpenDocument spreadsheet (.ods)" if b"opendocument.spreadsheet" in head else "a zip archive")
+        what = (
+            "an Excel workbook (.xlsx)"
+            if b"xl/" in head or b"[Content_Types].xml" in head
+            else "an OpenDocument spreadsheet (.ods)"
+            if b"opendocument.spreadsheet" in head
+            else "a zip archive"
+        )
         fix = "extract the CSV file and point data.path at it" if what == "a zip archive" else "export the sheet as CSV UTF-8"
         raise InputError(f"'{path}' is {what}, not a CSV text file.\nTo read it, {fix}.")
     control = [at for at, byte in enumerate(head[:4096]) if byte < 9 or 13 < byte < 32 or byte == 127]
     if control and (head[control[0]] == 0 or len(control) > 8):
         at = control[0]
-        raise InputError(f"'{path}' holds binary data (byte 0x{head[at]:02x} on line {_line_at(head, at)}), not CSV text.\n"
-                         "Point data.path at the CSV export; if the file is UTF-16 text, set data.encoding=utf-16.")
+        raise InputError(
+            f"'{path}' holds binary data (byte 0x{head[at]:02x} on line {_line_at(head, at)}), not CSV text.\n"
+            "Point data.path at the CSV export; if the file is UTF-16 text, set data.encoding=utf-16."
+        )
     if spec.encoding is not None:
         return spec.encoding
     try:
@@ -86,8 +93,9 @@ def fallback(path: str) -> str:
 
 def undecodable(path: str, content: bytes, error: UnicodeDecodeError, encoding: str, fix: str) -> InputError:
     at = error.start
-    return InputError(f"'{path}' line {_line_at(content, at)}: byte 0x{content[at]:02x} is not valid {encoding} text.\n"
-                      f"Fix that line, or set {fix}.")
+    return InputError(
+        f"'{path}' line {_line_at(content, at)}: byte 0x{content[at]:02x} is not valid {encoding} text.\nFix that line, or set {fix}."
+    )
 
 
 def _line_at(content: bytes, at: int) -> int:

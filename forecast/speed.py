@@ -31,8 +31,8 @@ from torch import nn
 from forecast import pyfunc, tracking
 from forecast.errors import InputError, reported
 
-PAIRS = 30     # timed rounds: one step of every network per round
-WARMUP = 3     # untimed rounds first (allocations, first-call dispatch)
+PAIRS = 30  # timed rounds: one step of every network per round
+WARMUP = 3  # untimed rounds first (allocations, first-call dispatch)
 
 
 def use_threads(threads: int | None) -> None:
@@ -40,8 +40,10 @@ def use_threads(threads: int | None) -> None:
     if threads is None:
         return
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise InputError(f"threads={threads!r}: give a positive number of threads (1 is robust on a shared machine) "
-                         "or threads=null for torch's default of one per core")
+        raise InputError(
+            f"threads={threads!r}: give a positive number of threads (1 is robust on a shared machine) "
+            "or threads=null for torch's default of one per core"
+        )
     torch.set_num_threads(threads)
 
 
@@ -65,11 +67,13 @@ def training_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float 
         if clip:
             nn.utils.clip_grad_norm_(net.parameters(), clip)
         optimizer.step()
+
     return step
 
 
-def interleaved(steps: dict[str, Callable[[], None]], pairs: int = PAIRS, warmup: int = WARMUP,
-                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+def interleaved(
+    steps: dict[str, Callable[[], None]], pairs: int = PAIRS, warmup: int = WARMUP, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, list[float]]:
     """Wall seconds of each step, one of each per round; the order turns every round (A B, B A, ...)
     so that neither network always runs just after the other."""
     names = list(steps)
@@ -88,8 +92,14 @@ def ratio_spread(times_a: list[float], times_b: list[float]) -> dict[str, float]
     """a's step time / b's, round by round: median, quartiles, and each network's median step in ms."""
     ratios = np.asarray(times_a) / np.asarray(times_b)
     q25, median, q75 = np.percentile(ratios, [25, 50, 75])
-    return {"ratio": float(median), "ratio_q25": float(q25), "ratio_q75": float(q75), "rounds": len(ratios),
-            "a_ms": 1000 * statistics.median(times_a), "b_ms": 1000 * statistics.median(times_b)}
+    return {
+        "ratio": float(median),
+        "ratio_q25": float(q25),
+        "ratio_q75": float(q75),
+        "rounds": len(ratios),
+        "a_ms": 1000 * statistics.median(times_a),
+        "b_ms": 1000 * statistics.median(times_b),
+    }
 
 
 def verdict(a: str, b: str, spread: dict[str, float], label: Callable[[str], str] = str) -> str:
@@ -101,8 +111,10 @@ def verdict(a: str, b: str, spread: dict[str, float], label: Callable[[str], str
     """
     r, low, high = spread["ratio"], spread["ratio_q25"], spread["ratio_q75"]
     if low <= 1 <= high:
-        return (f"no difference in training speed is measurable on this machine "
-                f"({label(a)} / {label(b)} step time {r:.2f}, IQR {low:.2f}-{high:.2f})")
+        return (
+            f"no difference in training speed is measurable on this machine "
+            f"({label(a)} / {label(b)} step time {r:.2f}, IQR {low:.2f}-{high:.2f})"
+        )
     if r > 1:
         return f"the {label(b)} trains {r:.2f}x faster per step than the {label(a)} on this machine (IQR {low:.2f}-{high:.2f})"
     return f"the {label(a)} trains {1 / r:.2f}x faster per step than the {label(b)} on this machine (IQR {1 / high:.2f}-{1 / low:.2f})"
@@ -115,16 +127,20 @@ def measure(nets: dict[str, nn.Module], batch: int, lookback: int, n_inputs: int
     Returns {"step_ms": {name: median ms}, "times": {name: [s, ...]}, "untrainable": [names]}.
     """
     torch.manual_seed(0)
-    x = torch.randn(batch, lookback, n_inputs)                                     # [B, L, C]
+    x = torch.randn(batch, lookback, n_inputs)  # [B, L, C]
     with torch.no_grad():
-        y = torch.randn_like(next(iter(nets.values())).eval()(x))                  # [B, H, T]
+        y = torch.randn_like(next(iter(nets.values())).eval()(x))  # [B, H, T]
     steps = {name: training_step(net, x, y) for name, net in nets.items() if trainable(net)}
     times = interleaved(steps, pairs) if steps else {}
-    return {"step_ms": {name: 1000 * statistics.median(t) for name, t in times.items()}, "times": times,
-            "untrainable": [name for name in nets if name not in steps]}
+    return {
+        "step_ms": {name: 1000 * statistics.median(t) for name, t in times.items()},
+        "times": times,
+        "untrainable": [name for name in nets if name not in steps],
+    }
 
 
 # ---- a comparison's networks, from MLflow -------------------------------------------------------------
+
 
 def measure_comparison(parent_id: str, pairs: int = PAIRS) -> dict:
     """Time the networks a comparison trained, condition by condition, and log the result to its parent run as
@@ -134,32 +150,39 @@ def measure_comparison(parent_id: str, pairs: int = PAIRS) -> dict:
     One child per (condition, architecture) is rebuilt from its logged model: the seeds share their shapes.
     """
     client = MlflowClient(tracking.tracking_uri())
-    mlflow.set_tracking_uri(tracking.tracking_uri())                 # where pyfunc.load finds runs:/ models
+    mlflow.set_tracking_uri(tracking.tracking_uri())  # where pyfunc.load finds runs:/ models
     try:
         parent = client.get_run(parent_id)
     except MlflowException:
-        raise InputError(f"no run {parent_id} in the tracking store {tracking.tracking_uri()}; "
-                         "check the id or MLFLOW_TRACKING_URI") from None
+        raise InputError(
+            f"no run {parent_id} in the tracking store {tracking.tracking_uri()}; check the id or MLFLOW_TRACKING_URI"
+        ) from None
     if parent.data.tags.get("kind") != "comparison":
-        raise InputError(f"run {parent_id} is not a comparison (no tag kind=comparison); "
-                         "pass the parent run id that forecast.compare printed")
+        raise InputError(
+            f"run {parent_id} is not a comparison (no tag kind=comparison); pass the parent run id that forecast.compare printed"
+        )
     finished = f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'"
     found: dict[str, dict[str, object]] = {}
     for run in client.search_runs([parent.info.experiment_id], finished, order_by=["attributes.start_time ASC"]):
         found.setdefault(run.data.tags.get("condition", "base"), {}).setdefault(run.data.tags["architecture"], run)
     conditions = {}
     for condition, runs in found.items():
-        served = {m: pyfunc.load(f"runs:/{run.info.run_id}/model")[1] for m, run in runs.items()}   # each a Forecaster
+        served = {m: pyfunc.load(f"runs:/{run.info.run_id}/model")[1] for m, run in runs.items()}  # each a Forecaster
         first = next(iter(served.values()))
         batch = int(next(iter(runs.values())).data.params.get("data.batch_size", 256))
         conditions[condition] = measure({m: s.net for m, s in served.items()}, batch, first.lookback, len(first.inputs), pairs)
         shown = ", ".join(f"{m} {ms:.1f} ms" for m, ms in conditions[condition]["step_ms"].items())
         print(f"training step ({condition}, median of {pairs}, interleaved): {shown or 'nothing to train'}", flush=True)
-    result = {"conditions": conditions, "threads": torch.get_num_threads(),
-              "protocol": (f"training steps (forward, L1 loss, backward, gradient clipping at 1, AdamW update) of one child's logged "
-                           f"network per architecture, on one random batch of data.batch_size windows; {WARMUP} untimed rounds, then "
-                           f"{pairs} rounds of one step per network, the order turning every round; {torch.get_num_threads()} torch "
-                           "thread(s); ratios per round, then their median and interquartile range")}
+    result = {
+        "conditions": conditions,
+        "threads": torch.get_num_threads(),
+        "protocol": (
+            f"training steps (forward, L1 loss, backward, gradient clipping at 1, AdamW update) of one child's logged "
+            f"network per architecture, on one random batch of data.batch_size windows; {WARMUP} untimed rounds, then "
+            f"{pairs} rounds of one step per network, the order turning every round; {torch.get_num_threads()} torch "
+            "thread(s); ratios per round, then their median and interquartile range"
+        ),
+    }
     client.log_dict(parent_id, result, "speed.json")
     return result
 
@@ -170,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=PAIRS, help="timed rounds (one step of every network per round)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads while timing (as the training's `threads` setting)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")    # loading the models: no progress bars
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # loading the models: no progress bars
     with reported():
         use_threads(args.threads)
         measure_comparison(args.run_id, args.pairs)

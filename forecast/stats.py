@@ -23,18 +23,18 @@ import numpy as np
 class PairedTest:
     """Result of a Diebold-Mariano test of loss_a against loss_b."""
 
-    mean_diff: float   # mean of loss_a - loss_b (negative: a has the lower loss)
-    statistic: float   # DM statistic, asymptotically standard normal under equal accuracy
-    p_value: float     # two-sided
-    lag: int           # autocovariance lags in the Newey-West variance
-    n: int             # paired observations
+    mean_diff: float  # mean of loss_a - loss_b (negative: a has the lower loss)
+    statistic: float  # DM statistic, asymptotically standard normal under equal accuracy
+    p_value: float  # two-sided
+    lag: int  # autocovariance lags in the Newey-West variance
+    n: int  # paired observations
 
 
 def newey_west_variance(d: np.ndarray, lag: int) -> float:
     """Long-run variance of the series d: gamma_0 + 2 * sum_k (1 - k / (lag + 1)) * gamma_k."""
     e = d - d.mean()
     n = len(e)
-    gamma = [e[k:] @ e[: n - k] / n for k in range(min(lag, n - 1) + 1)]   # autocovariances
+    gamma = [e[k:] @ e[: n - k] / n for k in range(min(lag, n - 1) + 1)]  # autocovariances
     return gamma[0] + 2 * sum((1 - k / (lag + 1)) * gamma[k] for k in range(1, len(gamma)))
 
 
@@ -46,7 +46,7 @@ def diebold_mariano(loss_a, loss_b, lag: int) -> PairedTest:
     if n < 2:
         raise ValueError(f"a paired test needs at least two paired losses, got {n}")
     mean, variance = float(d.mean()), newey_west_variance(d, lag)
-    if variance <= 0:                         # a constant differential: certain if non-zero
+    if variance <= 0:  # a constant differential: certain if non-zero
         statistic = 0.0 if mean == 0 else math.copysign(math.inf, mean)
     else:
         statistic = mean / math.sqrt(variance / n)

@@ -30,7 +30,7 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 # MLflow 3's UI opens an experiment in its GenAI view (traces, token usage) unless this tag marks it as
 # model training ("Machine learning" in the UI's experiment-type switch; the values are in its own code)
 KIND_TAG, TRAINING = "mlflow.experimentKind", "custom_model_development"
-DESCRIPTION = "mlflow.note.content"      # a run's description, shown (as Markdown) at the top of its page
+DESCRIPTION = "mlflow.note.content"  # a run's description, shown (as Markdown) at the top of its page
 
 
 def tracking_uri() -> str:
@@ -64,7 +64,7 @@ def connect(experiment: str) -> str:
         if found is None:
             artifacts = Path("mlruns").resolve().as_uri() if uri == DEFAULT_URI else None
             return mlflow.create_experiment(experiment, artifact_location=artifacts, tags={KIND_TAG: TRAINING})
-        if KIND_TAG not in found.tags:                 # made by an older version, or by hand
+        if KIND_TAG not in found.tags:  # made by an older version, or by hand
             mlflow.MlflowClient(uri).set_experiment_tag(found.experiment_id, KIND_TAG, TRAINING)
         return found.experiment_id
     except MlflowException as e:
@@ -81,7 +81,7 @@ def start_run(experiment_id: str, name: str, tags: dict[str, str]):
     with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
         try:
             yield run
-        except (Interrupted, KeyboardInterrupt) as e:   # a signal: KILLED here, before MLflow's own exit marks it FAILED
+        except (Interrupted, KeyboardInterrupt) as e:  # a signal: KILLED here, before MLflow's own exit marks it FAILED
             mlflow.end_run("KILLED")
             if isinstance(e, Interrupted):
                 e.killed.append(run.info.run_id)
@@ -137,8 +137,8 @@ class EpochLog(Callback):
     """Times every training epoch and logs `train/loss` and `val/loss` per epoch to the active run."""
 
     def __init__(self):
-        self.epoch_s: list[float] = []      # wall time of each epoch, validation included
-        self.train_s: list[float] = []      # the same without validation
+        self.epoch_s: list[float] = []  # wall time of each epoch, validation included
+        self.train_s: list[float] = []  # the same without validation
         self.val_loss: list[float] = []
         self._val = 0.0
 

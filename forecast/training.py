@@ -42,32 +42,34 @@ def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
     Raises InputError for bad settings or data (before any run exists), JobFailed when the loss or
     a test score becomes non-finite (the run is then FAILED and no model is logged or registered).
     """
-    speed.use_threads(cfg.threads)          # before any torch work (conf/train.yaml: threads)
+    speed.use_threads(cfg.threads)  # before any torch work (conf/train.yaml: threads)
     check_settings(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     best = ModelCheckpoint(dirpath=Path(output_dir) / "checkpoints", filename="best", monitor="val/loss", mode="min")
     epochs = tracking.EpochLog()
-    callbacks = [StopOnNonFinite(), EarlyStopping("val/loss", patience=cfg.patience), best, epochs]   # the guard before the log
+    callbacks = [StopOnNonFinite(), EarlyStopping("val/loss", patience=cfg.patience), best, epochs]  # the guard before the log
     trainer = config.build(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(output_dir))
     data = config.build(cfg.data)
     say(*data.report.lines(), f"windows: {data.windows}")
     experiment_id = None
     if tracking.is_rank_zero():
         experiment_id = tracking.connect(cfg.tracking.experiment)
-        tracking.mark_dead_runs(MlflowClient(), experiment_id)      # this host's runs whose process is gone: KILLED
+        tracking.mark_dead_runs(MlflowClient(), experiment_id)  # this host's runs whose process is gone: KILLED
     module = config.build(cfg.model, **data.model_args())
-    if cfg.get("init_from"):                # warm start: +init_from=<model URI> (python -m forecast.retrain warm_start=true)
+    if cfg.get("init_from"):  # warm start: +init_from=<model URI> (python -m forecast.retrain warm_start=true)
         warm_start(module.net, cfg.init_from)
 
     architecture = module.architecture
     tags = {
-        "architecture": architecture, "dataset": data.name, "command": command,
-        "process": f"{socket.gethostname()}:{os.getpid()}",   # lets a later run tell a crashed run from a live one
+        "architecture": architecture,
+        "dataset": data.name,
+        "command": command,
+        "process": f"{socket.gethostname()}:{os.getpid()}",  # lets a later run tell a crashed run from a live one
         **cfg.tracking.tags,
     }
-    if cfg.tracking.parent:                 # a child of a comparison (python -m forecast.compare)
+    if cfg.tracking.parent:  # a child of a comparison (python -m forecast.compare)
         tags["mlflow.parentRunId"] = str(cfg.tracking.parent)
-    trainable = any(p.requires_grad for p in module.parameters())   # baselines may have nothing to fit
+    trainable = any(p.requires_grad for p in module.parameters())  # baselines may have nothing to fit
     with tracking.start_run(experiment_id, f"{architecture}-{data.name}", tags) as run:
         if run is not None:
             mlflow.log_params(tracking.flatten(cfg))
@@ -75,7 +77,7 @@ def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
         if trainable:
             trainer.fit(module, datamodule=data)
         fit_s = time.perf_counter() - started
-        if run is None:                     # a non-zero DDP rank: rank zero evaluates and records
+        if run is None:  # a non-zero DDP rank: rank zero evaluates and records
             return None
         if trainable:
             if not best.best_model_path:
@@ -83,7 +85,9 @@ def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
             module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
         module.to(trainer.strategy.root_device)
         metrics = record(cfg, run, data, module, epochs, fit_s)
-    fitted = f"fit {fit_s:.1f} s, {metrics['time/epoch_s']:.2f} s/epoch, {len(epochs.epoch_s)} epochs" if epochs.epoch_s else "nothing to fit"
+    fitted = (
+        f"fit {fit_s:.1f} s, {metrics['time/epoch_s']:.2f} s/epoch, {len(epochs.epoch_s)} epochs" if epochs.epoch_s else "nothing to fit"
+    )
     print(
         f"{architecture} on {data.name}: {metrics['model/params']:,.0f} params "
         f"({metrics['model/recurrent_params']:,.0f} recurrent) | {fitted} | "
@@ -110,30 +114,41 @@ def check_settings(cfg: DictConfig) -> None:
         raise InputError(f"trainer.gradient_clip_val={clip}: give a finite norm of 0 or more, or null for no clipping")
     lookback, horizon = cfg.data.get("lookback"), cfg.data.get("horizon")
     if not all(isinstance(v, int) and v >= 1 for v in (lookback, horizon)):
-        return                                                   # the data module names the bad lookback or horizon
+        return  # the data module names the bad lookback or horizon
     segment = cfg.model.get("segment_len")
     if cfg.model.get("network", "recurrent") == "recurrent" and isinstance(segment, int) and segment > lookback:
         divisor = max(d for d in range(1, lookback // 2 + 1) if lookback % d == 0)
-        raise InputError(f"model.segment_len={segment} is longer than data.lookback={lookback}: a window would be one padded segment.\n"
-                         f"Set model.segment_len to at most {lookback} (a divisor of it, e.g. {divisor}).")
+        raise InputError(
+            f"model.segment_len={segment} is longer than data.lookback={lookback}: a window would be one padded segment.\n"
+            f"Set model.segment_len to at most {lookback} (a divisor of it, e.g. {divisor})."
+        )
     config.build(cfg.model, lookback=lookback, horizon=horizon, n_inputs=1, target_index=[0])
 
 
 def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float]:
     """Test the restored best model and log metrics, report, plot and the servable model."""
-    forecaster = Forecaster(module.net, data.scaler, data.inputs, data.targets, data.report.freq,
-                            {**module.net_kwargs, **data.model_args()})
+    forecaster = Forecaster(
+        module.net, data.scaler, data.inputs, data.targets, data.report.freq, {**module.net_kwargs, **data.model_args()}
+    )
     started = time.perf_counter()
     test = evaluate.forecast_test(forecaster, data.frame, data.datasets["test"].origins)
-    predict_s = time.perf_counter() - started            # every test window, as the peers benchmark times it
+    predict_s = time.perf_counter() - started  # every test window, as the peers benchmark times it
     metrics = evaluate.test_metrics(test)
     counts = count_parameters(module.net)
-    metrics |= {"time/fit_s": fit_s, "time/predict_s": predict_s, "model/params": counts["params"], "model/recurrent_params": counts["recurrent_params"]}
+    metrics |= {
+        "time/fit_s": fit_s,
+        "time/predict_s": predict_s,
+        "model/params": counts["params"],
+        "model/recurrent_params": counts["recurrent_params"],
+    }
     if epochs.epoch_s:
-        metrics |= epochs.timing(len(data.datasets["train"])) | {"train/best_epoch": int(np.argmin(epochs.val_loss)), "val/best_loss": min(epochs.val_loss)}
+        metrics |= epochs.timing(len(data.datasets["train"])) | {
+            "train/best_epoch": int(np.argmin(epochs.val_loss)),
+            "val/best_loss": min(epochs.val_loss),
+        }
     inputs, _ = forecaster.windows(data.frame, test.origins[-256:])
     metrics |= {f"inference/ms_per_window_b{b}": ms for b, ms in evaluate.latency_ms(forecaster, inputs).items()}
-    metrics["memory/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # this process so far
+    metrics["memory/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this process so far
     if torch.cuda.is_available() and forecaster.device.type == "cuda":
         metrics["memory/cuda_peak_mb"] = torch.cuda.max_memory_allocated(forecaster.device) / 2**20
     mlflow.log_metrics(tracking.finite(metrics, "the trained model on the test span"))
@@ -144,19 +159,24 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
         tmp = Path(tmp)
         actual = data.frame[data.targets].to_numpy()
         title = f"{module.architecture} on {data.name}: test forecasts (every {data.horizon}-step window)"
-        mlflow.log_artifact(plot_test_forecasts(data.frame.index, actual, test.origins, test.pred, data.targets, title, tmp / "forecast_test.png"), "plots")
+        mlflow.log_artifact(
+            plot_test_forecasts(data.frame.index, actual, test.origins, test.pred, data.targets, title, tmp / "forecast_test.png"), "plots"
+        )
         log_evaluation(tmp, data, test)
 
         forecaster.net.cpu()
         bundle = forecaster.save(tmp / "model.pt")
         last = int(test.origins[-1])
         example = data.frame.iloc[last - data.lookback : last][data.inputs].reset_index()
-        example["timestamp"] = example["timestamp"].astype(str)   # as read from a CSV or sent as JSON
+        example["timestamp"] = example["timestamp"].astype(str)  # as read from a CSV or sent as JSON
         served = ForecastPyfunc()
         served.forecaster = forecaster
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(Path(forecast.__file__).parent / "served_model.py"), artifacts={"bundle": str(bundle)},
-            code_paths=[str(Path(forecast.__file__).parent)], input_example=example,
+            name="model",
+            python_model=str(Path(forecast.__file__).parent / "served_model.py"),
+            artifacts={"bundle": str(bundle)},
+            code_paths=[str(Path(forecast.__file__).parent)],
+            input_example=example,
             # outputs only: the model checks its input itself (pyfunc.py), so MLflow's schema errors never answer for it
             signature=ModelSignature(outputs=infer_signature(example, served.predict(None, example)).outputs),
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "pandas", "numpy"],
@@ -189,7 +209,7 @@ def log_evaluation(tmp: Path, data, test: evaluate.TestForecasts) -> None:
 
 def warm_start(net: torch.nn.Module, model_uri: str) -> None:
     """Start from a logged forecast model's weights when its network has the same shapes; else from scratch."""
-    mlflow.set_tracking_uri(tracking.tracking_uri())       # every rank loads it, not only the one that records
+    mlflow.set_tracking_uri(tracking.tracking_uri())  # every rank loads it, not only the one that records
     source, target = load_model(model_uri)[1].net.state_dict(), net.state_dict()
     if source.keys() != target.keys() or any(source[k].shape != target[k].shape for k in source):
         print(f"init_from {model_uri}: its network differs from this one; training from scratch")

@@ -29,8 +29,10 @@ def split_rows(n_rows: int, val_fraction: float, test_fraction: float, borders: 
         if len(borders) != 3 or not 0 < borders[0] < borders[1] < borders[2]:
             raise InputError(f"data.borders must be three increasing row numbers [train_end, val_end, test_end], got {list(borders)}")
         if borders[2] > n_rows:
-            raise InputError(f"data.borders ends at row {borders[2]} but the series has {n_rows} rows; "
-                             "lower data.borders or use fractions (data.borders=null)")
+            raise InputError(
+                f"data.borders ends at row {borders[2]} but the series has {n_rows} rows; "
+                "lower data.borders or use fractions (data.borders=null)"
+            )
         a, b, c = (int(v) for v in borders)
     else:
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -45,9 +47,9 @@ def window_origins(span: tuple[int, int], lookback: int, horizon: int, valid: np
     """Forecast origins t whose target [t, t+H) lies in `span` and whose rows [t-L, t+H) are all valid."""
     start, end = max(span[0], lookback), span[1] - horizon
     origins = np.arange(start, end + 1, stride, dtype=np.int64)
-    if valid.all():                                            # nothing to drop (and no full-length temporaries)
+    if valid.all():  # nothing to drop (and no full-length temporaries)
         return origins
-    bad = np.concatenate([[0], np.cumsum(~valid)])             # bad[i] = invalid rows before row i
+    bad = np.concatenate([[0], np.cumsum(~valid)])  # bad[i] = invalid rows before row i
     clean = bad[origins + horizon] - bad[origins - lookback] == 0
     return origins[clean]
 
@@ -85,10 +87,10 @@ class WindowDataset(Dataset):
     """
 
     def __init__(self, series: torch.Tensor, origins: np.ndarray, lookback: int, horizon: int, target_index: list[int]):
-        self.series = series                                      # [R, C], shared by all splits
-        self.windows = series.unfold(0, lookback + horizon, 1)    # [R-L-H+1, C, L+H], a view
-        self.origins = origins                                    # [N] forecast origin rows
-        self.origin_rows = torch.from_numpy(origins)              # the same memory as origins, for tensor indexing
+        self.series = series  # [R, C], shared by all splits
+        self.windows = series.unfold(0, lookback + horizon, 1)  # [R-L-H+1, C, L+H], a view
+        self.origins = origins  # [N] forecast origin rows
+        self.origin_rows = torch.from_numpy(origins)  # the same memory as origins, for tensor indexing
         self.lookback, self.target_index = lookback, torch.as_tensor(target_index)
 
     def __len__(self) -> int:
@@ -96,8 +98,8 @@ class WindowDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.windows[self.origin_rows[indices] - self.lookback]  # [B, C, L+H]: windows start L before their origin
-        x = w[:, :, : self.lookback].transpose(1, 2)              # [B, L, C]
-        y = w[:, self.target_index, self.lookback :].transpose(1, 2)   # [B, H, T]
+        x = w[:, :, : self.lookback].transpose(1, 2)  # [B, L, C]
+        y = w[:, self.target_index, self.lookback :].transpose(1, 2)  # [B, H, T]
         return x.contiguous(), y.contiguous()
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +117,7 @@ class ShuffledOrder(RandomSampler):
 
     def __iter__(self):
         generator = self.generator
-        if generator is None:                                     # as RandomSampler: seeded from torch's RNG
+        if generator is None:  # as RandomSampler: seeded from torch's RNG
             generator = torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
         for chunk in torch.randperm(len(self.data_source), generator=generator).split(1 << 16):
             yield from chunk.tolist()

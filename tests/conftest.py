@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from forecast import config
 
-config.register_resolvers()     # the ${sample_csv:} and ${mixed_precision:} of conf/, for tests that compose it
+config.register_resolvers()  # the ${sample_csv:} and ${mixed_precision:} of conf/, for tests that compose it
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FORECAST_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -22,8 +22,7 @@ def run_cli(module: str, *args: str, cwd: Path, env: dict | None = None, timeout
     """`python -m <module> <args>` in `cwd`, with the embedded tracking store of that folder."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
     full_env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"} | (env or {})
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 def ett_file(name: str) -> Path:
@@ -43,8 +42,15 @@ def ett_h1() -> Path:
 
 
 # retrain on a few weeks of the sample, dropped as daily CSV files into drops/, with tiny trainings
-RETRAIN = ["data=csv", "data.path=drops", "data.na_values=[-9999]", "data.lookback=48", "data.horizon=24",
-           "challengers=[gru]", 'train_args=["model.hidden_size=32","trainer.max_epochs=1"]']
+RETRAIN = [
+    "data=csv",
+    "data.path=drops",
+    "data.na_values=[-9999]",
+    "data.lookback=48",
+    "data.horizon=24",
+    "challengers=[gru]",
+    'train_args=["model.hidden_size=32","trainer.max_epochs=1"]',
+]
 
 
 def sample_drop(folder: Path, name: str, rows: slice) -> Path:
@@ -78,4 +84,3 @@ def no_running_runs(folder: Path) -> bool:
         return True
     client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
     return all(r.info.status != "RUNNING" for e in client.search_experiments() for r in client.search_runs([e.experiment_id]))
-

@@ -4,7 +4,7 @@ and no run left behind marked RUNNING."""
 import pytest
 from conftest import TINY, no_running_runs, run_cli
 
-pytestmark = pytest.mark.e2e     # runs the commands as subprocesses, as a user does
+pytestmark = pytest.mark.e2e  # runs the commands as subprocesses, as a user does
 
 HEADER = "timestamp,a,b\n"
 
@@ -19,7 +19,11 @@ CASES = {
     "header and no rows": (HEADER, [], "no rows"),
     "no timestamp column": ("when,a,b\n" + rows(300).replace("2024", "x2024"), [], "timestamp"),
     "unparseable timestamps": (HEADER + rows(300) + "yesterday,1,2\n", [], "line 302"),
-    "non-numeric target value": (HEADER + rows(200) + "2024-02-01 00:00:00,abc,1\n" + rows(100, "2024-02-02"), [], r"in.csv' line 202, column 'a'"),
+    "non-numeric target value": (
+        HEADER + rows(200) + "2024-02-01 00:00:00,abc,1\n" + rows(100, "2024-02-02"),
+        [],
+        r"in.csv' line 202, column 'a'",
+    ),
     "unknown target": (HEADER + rows(300), ["data.targets=[a,zz]"], "zz"),
     "all-empty column": ("timestamp,a,b,c\n" + rows(300, fmt=lambda i: f"{i},{i},"), ["data.targets=[a,c]"], "'c'"),
     "too few rows": (HEADER + rows(50), [], "lookback"),
@@ -33,7 +37,7 @@ def test_bad_data_gives_a_short_message(name, tmp_path):
     if content is not None:
         (tmp_path / "in.csv").write_text(content)
     path = ["data.path=in.csv"] if content is not None else []
-    args = ["data=csv", *path, "data.lookback=24", "data.horizon=12", "model.segment_len=12", *overrides]   # a segment within the lookback
+    args = ["data=csv", *path, "data.lookback=24", "data.horizon=12", "model.segment_len=12", *overrides]  # a segment within the lookback
     done = run_cli("forecast.train", *args, cwd=tmp_path)
     assert_clean_failure(done, expected)
     assert no_running_runs(tmp_path)
@@ -58,6 +62,7 @@ def test_out_of_range_model_setting(tmp_path):
 
 def assert_clean_failure(done, expected):
     import re
+
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
     assert "Traceback" not in done.stderr + done.stdout, done.stderr[-2000:]
     message = [line for line in done.stderr.splitlines() if line.startswith("error:")]

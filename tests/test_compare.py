@@ -11,15 +11,21 @@ from forecast.errors import InputError
 
 # 2 conditions (lookback 48, lookback 24) x gru, lstm x one seed, one epoch on every 2nd training window
 SMALL = [*TINY[:-1], "trainer.max_epochs=1", "data.train_stride=2", "seeds=1", "lookbacks=[24]"]
-SECTIONS = ["## Verdict", "## Textbook claims against this measurement", "## Measured per architecture",
-            "## Sub-comparisons", "## Plots", "## Runs"]
+SECTIONS = [
+    "## Verdict",
+    "## Textbook claims against this measurement",
+    "## Measured per architecture",
+    "## Sub-comparisons",
+    "## Plots",
+    "## Runs",
+]
 PLOTS = ["error_vs_fit_time.png", "val_loss_by_epoch.png", "error_by_step.png", "example_forecast.png"]
 
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     folder = tmp_path_factory.mktemp("compare")
-    done = run_cli("forecast.compare", *SMALL, cwd=folder, timeout=900)   # about a minute on two idle cores
+    done = run_cli("forecast.compare", *SMALL, cwd=folder, timeout=900)  # about a minute on two idle cores
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     client, runs = store_runs(folder)
     parent = next(r for r in runs if r.data.tags.get("kind") == "comparison")
@@ -36,7 +42,7 @@ def test_one_parent_and_a_child_per_condition_architecture_and_seed(compared):
         assert run.info.status == "FINISHED"
         assert run.data.params["data.lookback"] == {"base": "48", "lookback-24": "24"}[run.data.tags["condition"]]
         assert run.data.params["model.hidden_size"] == "32" and run.data.params["data.horizon"] == "24"
-    assert len(store_runs(folder)[1]) == 5                                               # nothing else was recorded
+    assert len(store_runs(folder)[1]) == 5  # nothing else was recorded
 
 
 @pytest.mark.e2e
@@ -47,15 +53,27 @@ def test_the_report_has_every_section_a_verdict_and_the_plots(compared):
     text = (report / "report.md").read_text()
     for section in SECTIONS:
         assert section in text, section
-    speed = (r"(the (GRU|LSTM) trains [\d.]+x faster per step than the (GRU|LSTM) on this machine \(IQR [\d.]+-[\d.]+\)"
-             r"|no difference in training speed is measurable on this machine \(GRU / LSTM step time [\d.]+, IQR [\d.]+-[\d.]+\))")
+    speed = (
+        r"(the (GRU|LSTM) trains [\d.]+x faster per step than the (GRU|LSTM) on this machine \(IQR [\d.]+-[\d.]+\)"
+        r"|no difference in training speed is measurable on this machine \(GRU / LSTM step time [\d.]+, IQR [\d.]+-[\d.]+\))"
+    )
     sentence = re.search(rf"On sample {speed}, and .*Diebold-Mariano p [=<] [\d.e-]+\); .*parameters\.", text)
     assert sentence and sentence.group(0) in done.stdout
-    assert "per epoch" not in sentence.group(0)                                      # load-sensitive epoch times are not the verdict
+    assert "per epoch" not in sentence.group(0)  # load-sensitive epoch times are not the verdict
     assert re.search(r"training step \(base, median of 30, interleaved\): gru [\d.]+ ms, lstm [\d.]+ ms", done.stdout)
-    for label in ("test MAE (data units)", "test RMSE (data units)", "test MSE (scaled)", "time per epoch, s", "epochs to best val/loss",
-                  "training windows / s", "inference ms / window, batch 1", "inference ms / window, batch 256", "peak RSS, MB",
-                  "recurrent parameters", "The LSTM holds long dependencies better | lookback-24: LSTM"):
+    for label in (
+        "test MAE (data units)",
+        "test RMSE (data units)",
+        "test MSE (scaled)",
+        "time per epoch, s",
+        "epochs to best val/loss",
+        "training windows / s",
+        "inference ms / window, batch 1",
+        "inference ms / window, batch 256",
+        "peak RSS, MB",
+        "recurrent parameters",
+        "The LSTM holds long dependencies better | lookback-24: LSTM",
+    ):
         assert label in text, label
     for plot in PLOTS:
         assert (report / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({plot})" in text
@@ -86,10 +104,13 @@ def test_a_failed_child_fails_the_comparison(tmp_path):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("args, message", [
-    (["model=lstm"], "models=[...]"),
-    (["models=[gru,transformer]"], "no model config 'transformer'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["model=lstm"], "models=[...]"),
+        (["models=[gru,transformer]"], "no model config 'transformer'"),
+    ],
+)
 def test_bad_input_is_two_lines_and_no_run(tmp_path, args, message):
     done = run_cli("forecast.compare", *args, cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -121,7 +142,7 @@ def test_small_data_keeps_the_most_recent_training_windows_and_nothing_else_chan
         node = compose("compare", overrides=["data.lookback=48", "data.horizon=24"]).data
         full, small = config.build(node), config.build(node, train_fraction=0.1)
     train, kept = full.datasets["train"].origins, small.datasets["train"].origins
-    assert len(kept) == round(0.1 * len(train)) and (kept == train[-len(kept):]).all()
+    assert len(kept) == round(0.1 * len(train)) and (kept == train[-len(kept) :]).all()
     for split in ("val", "test"):
         assert (small.datasets[split].origins == full.datasets[split].origins).all()
     assert (small.scaler.mean == full.scaler.mean).all()

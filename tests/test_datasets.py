@@ -49,23 +49,23 @@ def test_list_names_every_preset_set_with_source_digest_licence_and_citation(cap
     out = capsys.readouterr().out
     for name in ("ETTh1", "ETTh2", "ETTm1", "ETTm2"):
         assert f"https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/{name}.csv" in out
-    assert "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066" in out       # ETTh1
-    assert "6ce1759b1a18e3328421d5d75fadcb316c449fcd7cec32820c8dafda71986c9e" in out       # ETTm1
+    assert "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066" in out  # ETTh1
+    assert "6ce1759b1a18e3328421d5d75fadcb316c449fcd7cec32820c8dafda71986c9e" in out  # ETTm1
     assert "17,420 rows" in out and "69,680 rows" in out
     assert out.count("CC BY-ND 4.0") == 4 and out.count("Informer") == 4 and "AAAI 2021" in out
 
 
 def test_fetch_downloads_checks_and_renames_into_the_cache_folder(toy, tmp_path, capsys):
-    path = datasets.fetch("toy")                       # any letter case
+    path = datasets.fetch("toy")  # any letter case
     assert path == tmp_path / "cache" / "toy.csv" and path.read_bytes() == BODY
     assert "sha256 verified" in capsys.readouterr().out
-    assert sorted(p.name for p in path.parent.iterdir()) == ["toy.csv"]      # no partial file left
+    assert sorted(p.name for p in path.parent.iterdir()) == ["toy.csv"]  # no partial file left
     assert datasets.dataset_path("TOY") == str(path)
-    toy.unlink()                                       # the source is gone: a second fetch must not need it
+    toy.unlink()  # the source is gone: a second fetch must not need it
     assert datasets.fetch("TOY") == path and "already in" in capsys.readouterr().out
     with pytest.raises(InputError, match="could not download http://127.0.0.1:.*/ett/toy.csv"):
         datasets.fetch("TOY", force=True)
-    assert path.read_bytes() == BODY                   # a failed download leaves the fetched file alone
+    assert path.read_bytes() == BODY  # a failed download leaves the fetched file alone
 
 
 def test_a_digest_mismatch_is_an_error_and_leaves_nothing(toy, tmp_path):
@@ -87,7 +87,7 @@ def test_the_base_url_is_overridden_by_the_environment(toy, tmp_path, monkeypatc
     mirror.mkdir()
     (mirror / "toy.csv").write_bytes(BODY)
     monkeypatch.setenv("FORECAST_DATASETS_URL", mirror.as_uri())
-    toy.unlink()                                       # only the mirror has it
+    toy.unlink()  # only the mirror has it
     assert datasets.fetch("TOY").read_bytes() == BODY
 
 
@@ -95,8 +95,10 @@ def test_a_missing_file_says_how_to_fetch_it(monkeypatch, tmp_path):
     monkeypatch.setenv("FORECAST_DATA_DIR", str(tmp_path))
     with pytest.raises(InputError) as e:
         datasets.dataset_path("ETTh1")
-    assert str(e.value) == (f"ETTh1.csv is not in {tmp_path}; fetch it with python -m forecast.datasets fetch ETTh1 "
-                            "(or set FORECAST_DATA_DIR to a folder holding it)")
+    assert str(e.value) == (
+        f"ETTh1.csv is not in {tmp_path}; fetch it with python -m forecast.datasets fetch ETTh1 "
+        "(or set FORECAST_DATA_DIR to a folder holding it)"
+    )
     with pytest.raises(InputError, match="unknown data set 'ETTh9'; known: ETTh1, ETTh2, ETTm1, ETTm2"):
         datasets.dataset_path("ETTh9")
 
@@ -121,16 +123,18 @@ def test_the_presets_read_the_fetched_file(preset, name, monkeypatch, tmp_path):
 def test_training_on_a_preset_that_was_not_fetched_says_how_to_fetch_it(tmp_path):
     done = run_cli("forecast.train", "data=ettm2", cwd=tmp_path, env={"FORECAST_DATA_DIR": str(tmp_path / "empty")})
     assert done.returncode == 2, done.stderr[-2000:]
-    assert done.stderr.strip() == (f"error: ETTm2.csv is not in {tmp_path / 'empty'}; fetch it with python -m forecast.datasets "
-                                   "fetch ETTm2 (or set FORECAST_DATA_DIR to a folder holding it)")
-    assert not (tmp_path / "mlflow.db").exists()       # stopped before any run
+    assert done.stderr.strip() == (
+        f"error: ETTm2.csv is not in {tmp_path / 'empty'}; fetch it with python -m forecast.datasets "
+        "fetch ETTm2 (or set FORECAST_DATA_DIR to a folder holding it)"
+    )
+    assert not (tmp_path / "mlflow.db").exists()  # stopped before any run
 
 
 @pytest.mark.e2e
 def test_fetch_and_path_commands_against_a_local_server(server, tmp_path, ett_h1):
     folder, url = server
     (folder / "ett").mkdir()
-    (folder / "ett" / "ETTh1.csv").write_bytes(ett_h1.read_bytes())     # served from a temp folder, never committed
+    (folder / "ett" / "ETTh1.csv").write_bytes(ett_h1.read_bytes())  # served from a temp folder, never committed
     env = {"FORECAST_DATA_DIR": str(tmp_path / "cache"), "FORECAST_DATASETS_URL": url}
     done = run_cli("forecast.datasets", "fetch", "ETTh1", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr

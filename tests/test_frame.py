@@ -47,9 +47,12 @@ def test_wide_file(tmp_path):
 
 
 def test_long_layout_is_pivoted(tmp_path):
-    path = write(tmp_path, "time,sensor,value\n"
-                 "2024-01-01 00:00,t1,1\n2024-01-01 00:00,t2,10\n2024-01-01 01:00,t2,20\n"
-                 "2024-01-01 01:00,t1,2\n2024-01-01 02:00,t1,3\n2024-01-01 02:00,t2,30\n")
+    path = write(
+        tmp_path,
+        "time,sensor,value\n"
+        "2024-01-01 00:00,t1,1\n2024-01-01 00:00,t2,10\n2024-01-01 01:00,t2,20\n"
+        "2024-01-01 01:00,t1,2\n2024-01-01 02:00,t1,3\n2024-01-01 02:00,t2,30\n",
+    )
     frame, report = load(path, layout="long")
     assert list(frame.columns) == ["t1", "t2"]
     assert frame["t1"].tolist() == [1, 2, 3] and frame["t2"].tolist() == [10, 20, 30]
@@ -57,8 +60,10 @@ def test_long_layout_is_pivoted(tmp_path):
 
 
 def test_long_layout_duplicates_apply_per_sensor(tmp_path):
-    path = write(tmp_path, "ts,id,reading\n2024-01-01 00:00,7,1\n2024-01-01 00:00,7,3\n"
-                 "2024-01-01 00:00,8,5\n2024-01-01 01:00,7,4\n2024-01-01 01:00,8,6\n")
+    path = write(
+        tmp_path,
+        "ts,id,reading\n2024-01-01 00:00,7,1\n2024-01-01 00:00,7,3\n2024-01-01 00:00,8,5\n2024-01-01 01:00,7,4\n2024-01-01 01:00,8,6\n",
+    )
     frame, report = load(path, layout="long", sensor_column="id", value_column="reading", targets=["7", "8"])
     assert frame["7"].tolist() == [2, 4] and frame["8"].tolist() == [5, 6]
     assert report.duplicates == 1
@@ -85,9 +90,10 @@ def test_separate_date_and_time_columns_are_detected(tmp_path):
 
 def test_semicolon_separator_decimal_comma_and_empty_trailer(tmp_path):
     # shaped like the UCI air-quality export: ';' and ',' decimals, -200 codes, empty columns and rows
-    path = write(tmp_path, "Date;Time;CO(GT);T;;\n"
-                 "10/03/2004;18.00.00;2,6;13,6;;\n10/03/2004;19.00.00;2;-200;;\n"
-                 "10/03/2004;20.00.00;2,2;11,9;;\n;;;;;\n")
+    path = write(
+        tmp_path,
+        "Date;Time;CO(GT);T;;\n10/03/2004;18.00.00;2,6;13,6;;\n10/03/2004;19.00.00;2;-200;;\n10/03/2004;20.00.00;2,2;11,9;;\n;;;;;\n",
+    )
     frame, report = load(path, sep=";", decimal=",", na_values=[-200], time_format="%d/%m/%Y %H.%M.%S")
     assert frame["CO(GT)"].tolist() == pytest.approx([2.6, 2.0, 2.2])
     assert frame["T"].tolist() == pytest.approx([13.6, 12.75, 11.9])
@@ -107,8 +113,7 @@ def test_missing_codes_numeric_and_text(tmp_path):
 
 @pytest.mark.parametrize(("policy", "expected"), [("mean", 2.0), ("first", 1.0), ("last", 3.0)])
 def test_duplicate_timestamps(tmp_path, policy, expected):
-    path = write(tmp_path, "timestamp,a\n2024-01-01 00:00,0\n2024-01-01 01:00,1\n"
-                 "2024-01-01 01:00,3\n2024-01-01 02:00,4\n")
+    path = write(tmp_path, "timestamp,a\n2024-01-01 00:00,0\n2024-01-01 01:00,1\n2024-01-01 01:00,3\n2024-01-01 02:00,4\n")
     frame, report = load(path, duplicates=policy)
     assert frame["a"].tolist() == [0, expected, 4]
     assert report.duplicates == 1 and f"1 duplicate timestamp (kept {policy})" in report.lines()[0]
@@ -169,15 +174,13 @@ def test_resampling_ten_minute_readings_to_thirty_minutes(tmp_path, aggregation,
 
 
 def test_empty_step_is_missing_not_zero_when_summing(tmp_path):
-    path = write(tmp_path, "timestamp,a\n2024-01-01 00:00,1\n2024-01-01 00:10,2\n"
-                 "2024-01-01 01:00,3\n2024-01-01 01:10,4\n")
+    path = write(tmp_path, "timestamp,a\n2024-01-01 00:00,1\n2024-01-01 00:10,2\n2024-01-01 01:00,3\n2024-01-01 01:10,4\n")
     frame, report = load(path, freq="30min", aggregation="sum")
     assert frame["a"].tolist() == [3, 5, 7] and report.steps_inserted == 1
 
 
 def test_inferred_freq_is_the_most_common_step(tmp_path):
-    path = write(tmp_path, "timestamp,a\n2024-01-01 00:00,0\n2024-01-01 01:00,1\n"
-                 "2024-01-01 03:00,3\n2024-01-01 04:00,4\n")
+    path = write(tmp_path, "timestamp,a\n2024-01-01 00:00,0\n2024-01-01 01:00,1\n2024-01-01 03:00,3\n2024-01-01 04:00,4\n")
     frame, report = load(path)
     assert report.freq == "1h" and frame.index.freqstr == "h" and len(frame) == 5
 
@@ -214,8 +217,11 @@ def test_overlap_policy_first_and_last_follow_name_order(tmp_path, policy, expec
 def test_disagreeing_drops_are_an_error_naming_both_files_and_the_first_timestamp(tmp_path):
     first = write(tmp_path, table("2024-01-01 00:00", a=[0, 1, 2, 7, 8], b=[1, 1, 1, 1, 1]), "2024-01.csv")
     second = write(tmp_path, table("2024-01-01 00:20", a=[2, 3, 9], b=[1, 1, 1]), "2024-02.csv")
-    with pytest.raises(InputError, match=rf"'{re.escape(first)}' line 5 and '{re.escape(second)}' line 3 disagree at "
-                       r"2024-01-01 00:30:00 \(column 'a': 7 vs 3; 2 timestamps with differing readings\).*\n.*data\.overlap"):
+    with pytest.raises(
+        InputError,
+        match=rf"'{re.escape(first)}' line 5 and '{re.escape(second)}' line 3 disagree at "
+        r"2024-01-01 00:30:00 \(column 'a': 7 vs 3; 2 timestamps with differing readings\).*\n.*data\.overlap",
+    ):
         load(str(tmp_path))
 
 
@@ -229,8 +235,12 @@ def test_identical_overlap_within_file_duplicates_keep_their_policy(tmp_path):
 
 def test_long_layout_overlap_is_per_sensor(tmp_path):
     write(tmp_path, "timestamp,sensor,value\n2024-01-01 00:00,a,1\n2024-01-01 00:00,b,2\n2024-01-01 01:00,a,3\n", "1.csv")
-    second = write(tmp_path, "timestamp,sensor,value\n2024-01-01 01:00,a,3\n2024-01-01 01:00,b,4\n"
-                   "2024-01-01 02:00,a,5\n2024-01-01 02:00,b,6\n2024-01-01 00:00,b,2.5\n", "2.csv")
+    second = write(
+        tmp_path,
+        "timestamp,sensor,value\n2024-01-01 01:00,a,3\n2024-01-01 01:00,b,4\n"
+        "2024-01-01 02:00,a,5\n2024-01-01 02:00,b,6\n2024-01-01 00:00,b,2.5\n",
+        "2.csv",
+    )
     with pytest.raises(InputError, match=rf"1.csv' line 3 and '{re.escape(second)}' line 6 disagree at 2024-01-01 00:00:00 \(sensor 'b'"):
         load(str(tmp_path), layout="long")
     frame, report = load(str(tmp_path), layout="long", overlap="last")
@@ -328,15 +338,21 @@ def test_timestamp_that_does_not_match_time_format(tmp_path):
 
 def test_non_numeric_value_in_target(tmp_path):
     path = write(tmp_path, table(a=[1, 2, "2.5.1", 4], b=[1, 2, 3, 4]))
-    with pytest.raises(InputError, match=rf"'{re.escape(path)}' line 4, column 'a': '2.5.1' is not a number"
-                       r".*\n.*data\.na_values.*data\.decimal"):
+    with pytest.raises(
+        InputError,
+        match=rf"'{re.escape(path)}' line 4, column 'a': '2.5.1' is not a number"
+        r".*\n.*data\.na_values.*data\.decimal",
+    ):
         load(path)
 
 
 def test_decimal_commas_read_with_the_wrong_setting_name_the_setting(tmp_path):
     path = write(tmp_path, 'timestamp;a\n2024-01-01 00:00;"2,5"\n2024-01-01 00:10;"3,5"\n')
-    with pytest.raises(InputError, match=r"line 2, column 'a': '2,5' is not a number \(2 such values in the column, no numbers\)"
-                       r".*\n.*data\.decimal=','"):
+    with pytest.raises(
+        InputError,
+        match=r"line 2, column 'a': '2,5' is not a number \(2 such values in the column, no numbers\)"
+        r".*\n.*data\.decimal=','",
+    ):
         load(path, sep=";")
 
 
@@ -374,8 +390,11 @@ def test_all_empty_column_named(tmp_path):
 
 def test_duplicates_error_shows_timestamp_and_lines(tmp_path):
     path = write(tmp_path, "timestamp,a\n2024-01-01 00:00,0\n2024-01-01 01:00,1\n2024-01-01 01:00,3\n")
-    with pytest.raises(InputError, match=rf"timestamp 2024-01-01 01:00:00 occurs more than once "
-                       rf"\('{re.escape(path)}' line 3, '{re.escape(path)}' line 4\)"):
+    with pytest.raises(
+        InputError,
+        match=rf"timestamp 2024-01-01 01:00:00 occurs more than once "
+        rf"\('{re.escape(path)}' line 3, '{re.escape(path)}' line 4\)",
+    ):
         load(path, duplicates="error")
 
 
@@ -387,17 +406,26 @@ def test_duplicates_error_is_within_files_only(tmp_path):
 
 
 def test_duplicates_error_in_long_layout_names_the_sensor(tmp_path):
-    path = write(tmp_path, "timestamp,sensor,value\n2024-01-01 00:00,a,1\n2024-01-01 00:00,b,2\n"
-                 "2024-01-01 01:00,b,3\n2024-01-01 01:00,b,4\n2024-01-01 01:00,a,5\n")
-    with pytest.raises(InputError, match=rf"01:00:00 occurs more than once for sensor 'b' "
-                       rf"\('{re.escape(path)}' line 4, '{re.escape(path)}' line 5\)"):
+    path = write(
+        tmp_path,
+        "timestamp,sensor,value\n2024-01-01 00:00,a,1\n2024-01-01 00:00,b,2\n"
+        "2024-01-01 01:00,b,3\n2024-01-01 01:00,b,4\n2024-01-01 01:00,a,5\n",
+    )
+    with pytest.raises(
+        InputError,
+        match=rf"01:00:00 occurs more than once for sensor 'b' "
+        rf"\('{re.escape(path)}' line 4, '{re.escape(path)}' line 5\)",
+    ):
         load(path, layout="long", duplicates="error")
 
 
 def test_long_gap_fails_when_asked(tmp_path):
     path = write(tmp_path, table(a=[1, None, None, None, None, 6]))
-    with pytest.raises(InputError, match=rf"'{re.escape(path)}' column 'a': a gap of 4 steps from 2024-01-01 00:10:00 to "
-                       r"2024-01-01 00:40:00.*\n.*data\.max_gap=4.*data\.long_gaps=mask"):
+    with pytest.raises(
+        InputError,
+        match=rf"'{re.escape(path)}' column 'a': a gap of 4 steps from 2024-01-01 00:10:00 to "
+        r"2024-01-01 00:40:00.*\n.*data\.max_gap=4.*data\.long_gaps=mask",
+    ):
         load(path, long_gaps="fail")
 
 
@@ -458,10 +486,13 @@ def test_spread_that_overflows_names_the_largest_value(tmp_path):
         load(path)
 
 
-@pytest.mark.parametrize(("cells", "settings", "expected"), [
-    (['"10,037.7"', '"1,234,567"', "12"], {"thousands": ","}, [10037.7, 1234567, 12]),
-    (["1.234,5", "2.000", "3,25"], {"sep": ";", "decimal": ",", "thousands": "."}, [1234.5, 2000, 3.25]),
-])
+@pytest.mark.parametrize(
+    ("cells", "settings", "expected"),
+    [
+        (['"10,037.7"', '"1,234,567"', "12"], {"thousands": ","}, [10037.7, 1234567, 12]),
+        (["1.234,5", "2.000", "3,25"], {"sep": ";", "decimal": ",", "thousands": "."}, [1234.5, 2000, 3.25]),
+    ],
+)
 def test_thousands_separators(tmp_path, cells, settings, expected):
     sep = settings.get("sep", ",")
     path = write(tmp_path, f"timestamp{sep}a\n" + "".join(f"2024-01-01 0{i}:00{sep}{cell}\n" for i, cell in enumerate(cells)))
@@ -477,8 +508,11 @@ def test_thousands_separators_unread_say_which_setting_reads_them(tmp_path):
 
 def test_a_column_with_some_numbers_is_never_dropped(tmp_path):
     path = write(tmp_path, table(a=[1, 2, 3, 4], b=[1, "oops", "broken", 4]))
-    with pytest.raises(InputError, match=r"line 3, column 'b': 'oops' is not a number \(2 such values in the column, 2 numbers\)"
-                       r".*\n.*data\.na_values.*data\.targets=\[a\]"):
+    with pytest.raises(
+        InputError,
+        match=r"line 3, column 'b': 'oops' is not a number \(2 such values in the column, 2 numbers\)"
+        r".*\n.*data\.na_values.*data\.targets=\[a\]",
+    ):
         load(path)
 
 
@@ -502,15 +536,21 @@ def test_year_typo_is_refused_before_the_grid_is_built_naming_its_line(tmp_path)
     stamps = [str(pd.Timestamp("2025-03-01") + pd.Timedelta(seconds=i)) for i in range(50)]
     stamps[0] = "2015-03-01 00:00:00"
     path = write(tmp_path, "timestamp,a\n" + "".join(f"{stamp},{i}\n" for i, stamp in enumerate(stamps)))
-    with pytest.raises(InputError, match=rf"'{re.escape(path)}' line 2: timestamp 2015-03-01 00:00:00 lies 10 years "
-                       r"before the rest.*would need 315,619,250 steps for 50 timestamps"):
+    with pytest.raises(
+        InputError,
+        match=rf"'{re.escape(path)}' line 2: timestamp 2015-03-01 00:00:00 lies 10 years "
+        r"before the rest.*would need 315,619,250 steps for 50 timestamps",
+    ):
         load(path)
 
 
 def test_grid_far_finer_than_the_readings_needs_max_grid_factor(tmp_path):
     path = write(tmp_path, table(freq="1h", a=list(range(300))))
-    with pytest.raises(InputError, match=r"a grid every 1min from .* would need 17,941 steps for 300 timestamps.*first '.*' line 2, "
-                       r"last '.*' line 301.*\n.*data\.max_grid_factor"):
+    with pytest.raises(
+        InputError,
+        match=r"a grid every 1min from .* would need 17,941 steps for 300 timestamps.*first '.*' line 2, "
+        r"last '.*' line 301.*\n.*data\.max_grid_factor",
+    ):
         load(path, freq="1min")
     frame, report = load(path, freq="1min", max_grid_factor=100, max_gap=100)
     assert len(frame) == 17_941 and report.steps_inserted == 17_641
@@ -534,19 +574,22 @@ def test_tab_separator_as_typed_on_a_command_line(tmp_path):
     assert load(path, sep="\\t")[0]["a"].tolist() == [1, 2, 3]
 
 
-@pytest.mark.parametrize(("settings", "expected"), [
-    ({"sep": ""}, r"data\.sep='' is not valid"),
-    ({"sep": "ab"}, r"data\.sep='ab' is not valid"),
-    ({"sep": None}, r"data\.sep=None is not valid"),
-    ({"decimal": ","}, r"data\.decimal and data\.sep are both ','"),
-    ({"decimal": "1"}, r"data\.decimal='1' is not valid"),
-    ({"thousands": "."}, r"data\.thousands and data\.decimal are both '\.'"),
-    ({"encoding": "nope"}, r"data\.encoding='nope' is not a known text encoding"),
-    ({"freq": "-1h"}, r"data\.freq='-1h' is not a positive step"),
-    ({"max_grid_factor": 0}, r"data\.max_grid_factor=0 must be at least 1"),
-    ({"max_gap": "three"}, r"data\.max_gap='three' is not a whole number of steps"),
-    ({"stuck_steps": 2.5}, r"data\.stuck_steps=2\.5 is not a whole number of steps"),
-])
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"sep": ""}, r"data\.sep='' is not valid"),
+        ({"sep": "ab"}, r"data\.sep='ab' is not valid"),
+        ({"sep": None}, r"data\.sep=None is not valid"),
+        ({"decimal": ","}, r"data\.decimal and data\.sep are both ','"),
+        ({"decimal": "1"}, r"data\.decimal='1' is not valid"),
+        ({"thousands": "."}, r"data\.thousands and data\.decimal are both '\.'"),
+        ({"encoding": "nope"}, r"data\.encoding='nope' is not a known text encoding"),
+        ({"freq": "-1h"}, r"data\.freq='-1h' is not a positive step"),
+        ({"max_grid_factor": 0}, r"data\.max_grid_factor=0 must be at least 1"),
+        ({"max_gap": "three"}, r"data\.max_gap='three' is not a whole number of steps"),
+        ({"stuck_steps": 2.5}, r"data\.stuck_steps=2\.5 is not a whole number of steps"),
+    ],
+)
 def test_settings_refused_before_reading(tmp_path, settings, expected):
     with pytest.raises(InputError, match=expected):
         load(str(tmp_path / "not-even-there.csv"), **settings)
@@ -583,8 +626,11 @@ def test_number_too_long_for_pandas_in_a_text_column_is_still_infinite(tmp_path)
 
 def test_header_split_by_another_separator_names_it(tmp_path):
     path = write(tmp_path, "timestamp;a;b\n2024-01-01 00:00;1;2\n")
-    with pytest.raises(InputError, match=r"has no timestamp column \(columns: timestamp;a;b\).\nThe header looks separated by ';': "
-                       r"set \"data\.sep=';'\""):
+    with pytest.raises(
+        InputError,
+        match=r"has no timestamp column \(columns: timestamp;a;b\).\nThe header looks separated by ';': "
+        r"set \"data\.sep=';'\"",
+    ):
         load(path)
 
 

@@ -29,12 +29,15 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 # --- reported(): one place turns outcomes into exit statuses
 
 
-@pytest.mark.parametrize("raised, status, line", [
-    (InputError("data.sep='': give one character"), 2, "error: data.sep='': give one character"),
-    (JobFailed("train/loss became nan in epoch 3"), 1, "error: train/loss became nan in epoch 3"),
-    (Interrupted(signal.SIGTERM), 143, "interrupted by SIGTERM"),
-    (KeyboardInterrupt(), 130, "interrupted by SIGINT"),
-])
+@pytest.mark.parametrize(
+    "raised, status, line",
+    [
+        (InputError("data.sep='': give one character"), 2, "error: data.sep='': give one character"),
+        (JobFailed("train/loss became nan in epoch 3"), 1, "error: train/loss became nan in epoch 3"),
+        (Interrupted(signal.SIGTERM), 143, "interrupted by SIGTERM"),
+        (KeyboardInterrupt(), 130, "interrupted by SIGINT"),
+    ],
+)
 def test_reported_turns_each_outcome_into_its_exit_status_and_one_line(raised, status, line, capsys):
     with pytest.raises(SystemExit) as stop, reported():
         raise raised
@@ -47,7 +50,7 @@ def test_a_real_signal_inside_reported_exits_128_plus_its_number_and_handlers_co
     before = signal.getsignal(sig)
     with pytest.raises(SystemExit) as stop, reported():
         os.kill(os.getpid(), sig)
-        for _ in range(100):                       # the handler runs between bytecodes of this thread
+        for _ in range(100):  # the handler runs between bytecodes of this thread
             pass
         pytest.fail("the signal did not interrupt the block")
     assert stop.value.code == status and signal.getsignal(sig) is before
@@ -76,7 +79,7 @@ class _Trainer:
 @pytest.mark.parametrize("key", ["train/loss", "val/loss"])
 def test_a_non_finite_epoch_loss_stops_training(key):
     guard = StopOnNonFinite()
-    guard.on_train_epoch_end(_Trainer(**{"train/loss": 0.5, "val/loss": 0.7}), None)          # finite: nothing happens
+    guard.on_train_epoch_end(_Trainer(**{"train/loss": 0.5, "val/loss": 0.7}), None)  # finite: nothing happens
     with pytest.raises(JobFailed, match=rf"{key} became nan in epoch 3"):
         guard.on_train_epoch_end(_Trainer(**{"train/loss": 0.5, "val/loss": 0.7} | {key: math.nan}), None)
 
@@ -89,18 +92,21 @@ def train_config(*overrides: str):
         return compose("train", overrides=["data.lookback=48", "data.horizon=24", *overrides])
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.segment_len=96", r"model.segment_len=96 is longer than data.lookback=48"),
-    ("trainer.max_epochs=0", r"trainer.max_epochs=0: train for at least one epoch"),
-    ("patience=-1", r"patience=-1"),
-    ("trainer.gradient_clip_val=-1", r"trainer.gradient_clip_val=-1"),
-    ("model.lr=inf", r"model.lr must be a positive finite number, got inf"),
-    ("model.lr=0", r"model.lr must be a positive finite number, got 0"),
-    ("model.weight_decay=-0.1", r"model.weight_decay must be zero or a positive finite number"),
-    ("model.dropout=1.5", r"model.dropout must be in \[0, 1\)"),
-    ("model.hidden_size=0", r"model.hidden_size must be a positive integer"),
-    ("model.loss=mape", r"model.loss='mape' is not one of mse, mae, huber"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.segment_len=96", r"model.segment_len=96 is longer than data.lookback=48"),
+        ("trainer.max_epochs=0", r"trainer.max_epochs=0: train for at least one epoch"),
+        ("patience=-1", r"patience=-1"),
+        ("trainer.gradient_clip_val=-1", r"trainer.gradient_clip_val=-1"),
+        ("model.lr=inf", r"model.lr must be a positive finite number, got inf"),
+        ("model.lr=0", r"model.lr must be a positive finite number, got 0"),
+        ("model.weight_decay=-0.1", r"model.weight_decay must be zero or a positive finite number"),
+        ("model.dropout=1.5", r"model.dropout must be in \[0, 1\)"),
+        ("model.hidden_size=0", r"model.hidden_size must be a positive integer"),
+        ("model.loss=mape", r"model.loss='mape' is not one of mse, mae, huber"),
+    ],
+)
 def test_out_of_range_training_settings_are_refused_up_front(override, message):
     with pytest.raises(InputError, match=message):
         training.check_settings(train_config(override))
@@ -134,8 +140,13 @@ def served():
 
 
 def payload(rows=12, changes=None):
-    frame = pd.DataFrame({"timestamp": pd.date_range("2025-01-01", periods=rows, freq="h").astype(str),
-                          "a": np.linspace(9, 11, rows), "b": np.linspace(45, 55, rows)})
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2025-01-01", periods=rows, freq="h").astype(str),
+            "a": np.linspace(9, 11, rows),
+            "b": np.linspace(45, 55, rows),
+        }
+    )
     for (column, row), value in (changes or {}).items():
         frame[column] = frame[column].astype(object)
         frame.loc[row, column] = value
@@ -149,24 +160,31 @@ def test_a_good_payload_gives_h_finite_steps_after_its_last_row(served):
     assert list(served.predict(None, payload().drop(columns="timestamp")).columns) == ["step", "a", "b"]
 
 
-BAD = {   # payload -> what the message says
+BAD = {  # payload -> what the message says
     "empty": (lambda: payload().iloc[:0], "model input is empty; send the last 8 readings of a, b with their timestamp"),
     "missing column": (lambda: payload().drop(columns="b"), "model input lacks column(s) b; it needs a, b"),
     "duplicate column": (lambda: pd.concat([payload(), payload()[["a"]]], axis=1), "model input has column(s) a more than once"),
     "too few rows": (lambda: payload(5), "model input has 5 rows; the model needs the last 8 readings"),
-    "stale sensor": (lambda: payload(changes={("b", 10): None, ("b", 11): None}),
-                     "model input column b is missing its most recent readings (its last reading in these rows is at "
-                     "2025-01-01 09:00:00 (row 10))"),
+    "stale sensor": (
+        lambda: payload(changes={("b", 10): None, ("b", 11): None}),
+        "model input column b is missing its most recent readings (its last reading in these rows is at 2025-01-01 09:00:00 (row 10))",
+    ),
     "gap inside": (lambda: payload(changes={("a", 6): None}), "model input column a is missing at 2025-01-01 06:00:00 (row 7)"),
     "infinity": (lambda: payload(changes={("a", 11): math.inf}), "model input column a holds inf at 2025-01-01 11:00:00 (row 12)"),
-    "overflowing scale": (lambda: payload(changes={("b", 11): 1e308}), "model input column b holds 1e+308 at 2025-01-01 11:00:00 (row 12), "
-                          "beyond any scale"),
+    "overflowing scale": (
+        lambda: payload(changes={("b", 11): 1e308}),
+        "model input column b holds 1e+308 at 2025-01-01 11:00:00 (row 12), beyond any scale",
+    ),
     "text": (lambda: payload(changes={("a", 9): "abc"}), "model input column a in row 10 holds 'abc', not a number"),
     "true/false": (lambda: payload(changes={("a", 9): True}), "model input column a holds true/false values"),
-    "bad timestamp": (lambda: payload(changes={("timestamp", 8): "yesterday"}),
-                      "model input timestamp in row 9 is 'yesterday', not a date"),
-    "numeric timestamp": (lambda: payload(changes={("timestamp", 8): 1735722000}),
-                          "model input timestamp in row 9 is 1735722000, not a date"),
+    "bad timestamp": (
+        lambda: payload(changes={("timestamp", 8): "yesterday"}),
+        "model input timestamp in row 9 is 'yesterday', not a date",
+    ),
+    "numeric timestamp": (
+        lambda: payload(changes={("timestamp", 8): 1735722000}),
+        "model input timestamp in row 9 is 1735722000, not a date",
+    ),
     "out of order": (lambda: payload().iloc[::-1], "model input timestamp in row 6 is 2025-01-01 06:00:00 after 2025-01-01 07:00:00"),
     "gap in time": (lambda: payload().drop(index=9), "model input timestamp in row 10 is 2025-01-01 10:00:00 after 2025-01-01 08:00:00"),
 }
@@ -192,7 +210,7 @@ def test_bad_input_is_a_400_for_the_server_and_keeps_its_message_without_a_stack
     error = BadInput("model input is empty")
     assert isinstance(error, InputError) and isinstance(error, MlflowException)
     assert error.get_http_status_code() == 400
-    error.message = f"Failed to predict data '{payload()}'. \nError: {error.message}"      # what the scoring server does
+    error.message = f"Failed to predict data '{payload()}'. \nError: {error.message}"  # what the scoring server does
     body = json.loads(error.serialize_as_json())
     assert body["message"] == "model input is empty" and "stack_trace" not in body
 

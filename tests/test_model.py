@@ -14,8 +14,19 @@ OPTIONS = list(itertools.product(["gru", "lstm"], ["none", "last", "revin"], [1,
 
 @pytest.mark.parametrize("cell,norm,segment_len,independent,decoder", OPTIONS)
 def test_every_option_maps_windows_to_horizon(cell, norm, segment_len, independent, decoder):
-    net = RecurrentNet(n_inputs=3, target_index=[0, 2], lookback=50, horizon=30, cell=cell, hidden_size=16,
-                     num_layers=2, norm=norm, segment_len=segment_len, channel_independent=independent, decoder=decoder)
+    net = RecurrentNet(
+        n_inputs=3,
+        target_index=[0, 2],
+        lookback=50,
+        horizon=30,
+        cell=cell,
+        hidden_size=16,
+        num_layers=2,
+        norm=norm,
+        segment_len=segment_len,
+        channel_independent=independent,
+        decoder=decoder,
+    )
     y = net(torch.randn(4, 50, 3))
     assert y.shape == (4, 30, 2)
     y.sum().backward()
@@ -24,7 +35,9 @@ def test_every_option_maps_windows_to_horizon(cell, norm, segment_len, independe
 
 @pytest.mark.parametrize("hidden,layers,segment", [(64, 2, 1), (128, 1, 24), (37, 3, 12)])
 def test_lstm_recurrent_parameters_are_four_thirds_of_gru(hidden, layers, segment):
-    sizes = dict(n_inputs=7, target_index=list(range(7)), lookback=96, horizon=96, hidden_size=hidden, num_layers=layers, segment_len=segment)
+    sizes = dict(
+        n_inputs=7, target_index=list(range(7)), lookback=96, horizon=96, hidden_size=hidden, num_layers=layers, segment_len=segment
+    )
     gru = count_parameters(RecurrentNet(cell="gru", **sizes))
     lstm = count_parameters(RecurrentNet(cell="lstm", **sizes))
     assert 3 * lstm["recurrent_params"] == 4 * gru["recurrent_params"]
@@ -71,8 +84,17 @@ def test_bad_settings_are_input_errors(bad):
 def test_factored_parallel_decoder_equals_the_cell_on_repeated_states(cell, layers, independent):
     """The decoder's broadcast products give what nn.GRU / nn.LSTM give on M copies of the state."""
     torch.manual_seed(0)
-    net = RecurrentNet(n_inputs=3, target_index=[0, 1, 2], lookback=48, horizon=36, cell=cell, hidden_size=16,
-                     num_layers=layers, segment_len=12, channel_independent=independent).eval()
+    net = RecurrentNet(
+        n_inputs=3,
+        target_index=[0, 1, 2],
+        lookback=48,
+        horizon=36,
+        cell=cell,
+        hidden_size=16,
+        num_layers=layers,
+        segment_len=12,
+        channel_independent=independent,
+    ).eval()
     B, M = 4, net.n_out_segments
     N = B * 3 if independent else B
     state = tuple(torch.randn(layers, N, 16) for _ in range(2 if cell == "lstm" else 1))

@@ -6,14 +6,17 @@ import pytest
 
 from forecast.promotion import decide
 
-BASELINE = 1.0       # repeating the last value on the holdout
+BASELINE = 1.0  # repeating the last value on the holdout
 
 
-@pytest.mark.parametrize("champion_score, best, margin, promoted", [
-    (0.9, 0.87, 0.02, "lstm"),     # 3% better than the champion: past a 2% margin
-    (0.9, 0.89, 0.02, None),       # 1% better: not enough
-    (0.9, 0.95, 0.0, None),        # worse
-])
+@pytest.mark.parametrize(
+    "champion_score, best, margin, promoted",
+    [
+        (0.9, 0.87, 0.02, "lstm"),  # 3% better than the champion: past a 2% margin
+        (0.9, 0.89, 0.02, None),  # 1% better: not enough
+        (0.9, 0.95, 0.0, None),  # worse
+    ],
+)
 def test_decide_moves_the_alias_only_past_the_margin(champion_score, best, margin, promoted):
     decision = decide({"gru": 0.99, "lstm": best}, BASELINE, margin, champion=champion_score)
     assert decision.winner == promoted and "margin" in decision.reason
@@ -26,7 +29,7 @@ def test_no_champion_the_best_challenger_that_beats_the_baseline():
 
 
 def test_a_challenger_no_better_than_repeating_the_last_value_is_never_promoted():
-    decision = decide({"gru": 1.2, "lstm": 1.0}, BASELINE, 0.0)              # equal to the baseline is not better
+    decision = decide({"gru": 1.2, "lstm": 1.0}, BASELINE, 0.0)  # equal to the baseline is not better
     assert decision.winner is None
     assert set(decision.left_out) == {"gru", "lstm"} and "does not beat repeating the last value (1)" in decision.left_out["lstm"]
     assert decision.reason.startswith("no challenger can be promoted")
@@ -46,7 +49,7 @@ def test_a_champion_that_cannot_be_scored_is_replaced_by_a_finite_better_than_ba
     decision = decide({"gru": 0.8, "lstm": 0.9}, BASELINE, 0.5, champion=champion)
     assert decision.winner == "gru" and "the champion cannot be scored on this holdout" in decision.reason
     assert (str(champion) if isinstance(champion, str) else f"its mse_scaled is {champion}") in decision.reason
-    assert decide({"gru": 1.5}, BASELINE, 0.5, champion=champion).winner is None     # but not by one worse than the baseline
+    assert decide({"gru": 1.5}, BASELINE, 0.5, champion=champion).winner is None  # but not by one worse than the baseline
 
 
 def test_a_non_finite_baseline_lets_nothing_be_promoted():

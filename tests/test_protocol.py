@@ -3,7 +3,6 @@
 Composes the real Hydra config (data=etth1/ettm1, model=last_value) as the command line does.
 """
 
-
 import numpy as np
 import pytest
 import torch
@@ -29,17 +28,18 @@ def compose_run(*overrides: str):
 def test_last_value_reproduces_the_published_protocol(name, windows, mse, mae):
     path = ett_file(f"{name}.csv")
     data, module = compose_run(f"data={name.lower()}", f"data.path={path}", "model=last_value")
-    assert data.windows["test"] == windows                      # every test window, stride 1
+    assert data.windows["test"] == windows  # every test window, stride 1
     assert data.report.rows == (17420 if name == "ETTh1" else 69680)
     forecaster = Forecaster(module.net, data.scaler, data.inputs, data.targets, data.report.freq, {})
     metrics = evaluate.test_metrics(evaluate.forecast_test(forecaster, data.frame, data.datasets["test"].origins))
     assert metrics["test/mse_scaled"] == pytest.approx(mse, abs=5e-5)
     assert metrics["test/mae_scaled"] == pytest.approx(mae, abs=5e-5)
-    assert metrics["baseline/mse_scaled"] == pytest.approx(metrics["test/mse_scaled"], rel=1e-6)   # the model runs in float32
+    assert metrics["baseline/mse_scaled"] == pytest.approx(metrics["test/mse_scaled"], rel=1e-6)  # the model runs in float32
 
 
 def test_scaler_is_fitted_on_the_training_rows_only(ett_h1):
     import pandas as pd
+
     data, _ = compose_run("data=etth1", f"data.path={ett_h1}", "model=last_value")
     raw = pd.read_csv(ett_h1).iloc[:8640, 1:]
     assert np.allclose(data.scaler.mean, raw.mean().to_numpy())
@@ -47,7 +47,7 @@ def test_scaler_is_fitted_on_the_training_rows_only(ett_h1):
 
 
 def test_baseline_forecasts_by_hand():
-    x = torch.arange(2 * 10 * 3, dtype=torch.float32).reshape(2, 10, 3)   # [B, L, C]
+    x = torch.arange(2 * 10 * 3, dtype=torch.float32).reshape(2, 10, 3)  # [B, L, C]
     last = LastValue(3, [2, 0], lookback=10, horizon=4)(x)
     assert torch.equal(last, x[:, -1:, [2, 0]].expand(-1, 4, -1))
     season = SeasonalNaive(3, [1], lookback=10, horizon=7, period=3)(x)

@@ -20,8 +20,10 @@ from conftest import REPO, run_cli
 
 TINY = ["trainer.max_epochs=1", "data.lookback=48", "model.hidden_size=16"]
 # bare, data.sep=';' would reach Hydra as data.sep=; (a grammar error): the README quotes it for the shell
-EUROPEAN = ("python -m forecast.train data=csv data.path=AirQuality.csv data.sep=';' data.decimal=',' data.na_values=[-200] "
-            "data.date_column=Date data.time_column=Time data.time_format='%d/%m/%Y %H.%M.%S'")
+EUROPEAN = (
+    "python -m forecast.train data=csv data.path=AirQuality.csv data.sep=';' data.decimal=',' data.na_values=[-200] "
+    "data.date_column=Date data.time_column=Time data.time_format='%d/%m/%Y %H.%M.%S'"
+)
 
 # README command (as the shell hands it over, words joined by spaces) -> (group, appended tiny settings).
 # A group runs its commands in README order in one temp dir, so later ones see what earlier ones made.
@@ -31,8 +33,10 @@ RUN = {
     EUROPEAN: ("train", TINY),
     "python -m forecast.compare data=csv data.path=readings.csv": ("train", ["seeds=1", *TINY]),
     "python -m forecast.report <parent run id>": ("train", []),
-    "python -m forecast.retrain": ("service", ["challengers=[gru]", "data.lookback=48", "data.horizon=24",
-                                               'train_args=["model.hidden_size=16","trainer.max_epochs=1"]']),
+    "python -m forecast.retrain": (
+        "service",
+        ["challengers=[gru]", "data.lookback=48", "data.horizon=24", 'train_args=["model.hidden_size=16","trainer.max_epochs=1"]'],
+    ),
     "python -m forecast.predict output=forecast.csv": ("service", []),
     "python -m forecast.datasets list": ("datasets", []),
     "python -m forecast.datasets fetch ETTh1": ("datasets", []),
@@ -42,17 +46,23 @@ RUN = {
 SCHEDULE = 'python -m forecast.schedule retrain_args=["data=csv","data.path=drops/"]'
 # README command -> (why it is not run here, a dry run that checks it parses or None)
 NOT_RUN = {
-    "make train": ("builds .venv, then trains 20 epochs on the sample (minutes); RUN's forecast.train commands cover the training",
-                   ["make", "-n", "train"]),
+    "make train": (
+        "builds .venv, then trains 20 epochs on the sample (minutes); RUN's forecast.train commands cover the training",
+        ["make", "-n", "train"],
+    ),
     "make test": ("runs this suite, this file included", ["make", "-n", "test"]),
     "make test-fast": ("runs the in-process tier of this suite", ["make", "-n", "test-fast"]),
     "make lint": ("CI runs it as its own step (.ci/run)", ["make", "-n", "lint"]),
     "make docs": ("installs the docs extra and writes site/ into the checkout; CI runs it as its own step", ["make", "-n", "docs"]),
     "mlflow ui --backend-store-uri sqlite:///mlflow.db": ("a web server that runs until stopped; it has no dry run", None),
-    "mlflow models serve -m models:/forecast@champion --env-manager local -h 127.0.0.1 -p 5001":
-        ("an HTTP server that runs until stopped; tests/test_serve.py starts this command and posts to it", None),
-    SCHEDULE: ("a scheduler that runs until stopped (nightly); tests/test_schedule.py fires it once",
-               [sys.executable, "-m", "forecast.schedule", 'retrain_args=["data=csv","data.path=drops/"]', "--cfg", "job"]),
+    "mlflow models serve -m models:/forecast@champion --env-manager local -h 127.0.0.1 -p 5001": (
+        "an HTTP server that runs until stopped; tests/test_serve.py starts this command and posts to it",
+        None,
+    ),
+    SCHEDULE: (
+        "a scheduler that runs until stopped (nightly); tests/test_schedule.py fires it once",
+        [sys.executable, "-m", "forecast.schedule", 'retrain_args=["data=csv","data.path=drops/"]', "--cfg", "job"],
+    ),
 }
 
 
@@ -90,7 +100,7 @@ def run(command: str, cwd, env: dict | None = None, substitutions: dict | None =
     """A README command with its group's tiny settings appended, in `cwd`; asserts exit status 0."""
     _, extra = RUN[command]
     words = readme_commands()[command]
-    for placeholder, value in (substitutions or {}).items():      # "<parent run id>" is three words
+    for placeholder, value in (substitutions or {}).items():  # "<parent run id>" is three words
         joined = " ".join(words)
         if placeholder in joined:
             words = shlex.split(joined.replace(placeholder, value))
@@ -110,13 +120,17 @@ def write_readings(folder) -> None:
     rng = np.random.default_rng(0)
     stamps = pd.date_range("2024-03-10 18:00", periods=600, freq="h")
     day = np.arange(600) / 24 * 2 * np.pi
-    frame = pd.DataFrame({"timestamp": stamps.astype(str), "power_kw": 10 + 3 * np.sin(day) + rng.normal(0, 0.3, 600),
-                          "outdoor_temp_c": 5 + 4 * np.cos(day) + rng.normal(0, 0.3, 600)})
+    frame = pd.DataFrame(
+        {
+            "timestamp": stamps.astype(str),
+            "power_kw": 10 + 3 * np.sin(day) + rng.normal(0, 0.3, 600),
+            "outdoor_temp_c": 5 + 4 * np.cos(day) + rng.normal(0, 0.3, 600),
+        }
+    )
     frame.round(3).to_csv(folder / "readings.csv", index=False)
     co = [f"{v:.1f}".replace(".", ",") for v in 2 + np.sin(day) + rng.normal(0, 0.1, 600)]
     co[100] = "-200"
-    lines = ["Date;Time;CO(GT);NO2(GT)"] + [f"{t:%d/%m/%Y};{t:%H.%M.%S};{c};{n:.0f}"
-                                            for t, c, n in zip(stamps, co, 100 + 20 * np.cos(day))]
+    lines = ["Date;Time;CO(GT);NO2(GT)"] + [f"{t:%d/%m/%Y};{t:%H.%M.%S};{c};{n:.0f}" for t, c, n in zip(stamps, co, 100 + 20 * np.cos(day))]
     (folder / "AirQuality.csv").write_text("\n".join(lines) + "\n")
 
 
@@ -143,7 +157,7 @@ def test_the_training_and_comparison_commands_run(tmp_path, service):
 @pytest.mark.e2e
 def test_the_service_commands_run(service):
     folder, done = service
-    done.result(timeout=900)                         # re-raises a failed command's assertion
+    done.result(timeout=900)  # re-raises a failed command's assertion
     forecast = pd.read_csv(folder / "forecast.csv")
     assert len(forecast) == 24 and forecast.drop(columns="timestamp").notna().all().all()
 

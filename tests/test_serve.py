@@ -16,7 +16,7 @@ import mlflow
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.e2e     # runs the commands as subprocesses, as a user does
+pytestmark = pytest.mark.e2e  # runs the commands as subprocesses, as a user does
 
 
 def free_port() -> int:
@@ -26,7 +26,7 @@ def free_port() -> int:
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})   # inf: Infinity
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})  # inf: Infinity
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.load(response)
@@ -50,7 +50,7 @@ def wait_until_up(url: str, process: subprocess.Popen, log, timeout: float = 180
 def start(command: list[str], cwd, env: dict, log) -> subprocess.Popen:
     """A server in its own process group, so that stopping it stops its workers too."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")} | {"MLFLOW_DISABLE_TELEMETRY": "true"} | env
-    full["PATH"] = os.path.dirname(sys.executable) + os.pathsep + full.get("PATH", "")   # uvicorn, as in an activated environment
+    full["PATH"] = os.path.dirname(sys.executable) + os.pathsep + full.get("PATH", "")  # uvicorn, as in an activated environment
     return subprocess.Popen(command, cwd=cwd, env=full, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -72,13 +72,31 @@ def server(champion, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     store = f"sqlite:///{folder}/mlflow.db"
     port, log = free_port(), tmp / "serve.log"
-    process = start([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/forecast@champion", "--env-manager", "local",
-                     "-h", "127.0.0.1", "-p", str(port)], tmp, {"MLFLOW_TRACKING_URI": store}, log)
+    process = start(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/forecast@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        tmp,
+        {"MLFLOW_TRACKING_URI": store},
+        log,
+    )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/ping", process, log)
         mlflow.set_tracking_uri(store)
         local = mlflow.artifacts.download_artifacts("models:/forecast@champion", dst_path=str(tmp / "model"))
-        body = json.loads(open(os.path.join(local, "serving_input_example.json")).read())   # what the README's curl sends
+        body = json.loads(open(os.path.join(local, "serving_input_example.json")).read())  # what the README's curl sends
         yield f"http://127.0.0.1:{port}/invocations", body, folder
     finally:
         stop(process)

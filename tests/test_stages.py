@@ -57,7 +57,7 @@ def test_training_records_one_finished_run_with_finite_metrics(trained):
     metrics = run.data.metrics
     assert all(np.isfinite(v) for v in metrics.values())
     assert metrics["val/best_loss"] == pytest.approx(best)
-    assert metrics["test/mse_scaled"] < metrics["baseline/mse_scaled"] * 2      # a trained model, not noise
+    assert metrics["test/mse_scaled"] < metrics["baseline/mse_scaled"] * 2  # a trained model, not noise
     assert run.data.tags["architecture"] == "gru" and run.data.params["model.hidden_size"] == "8"
 
 
@@ -72,7 +72,7 @@ def test_the_logged_forecaster_reproduces_the_test_metric(trained):
 
     readings = data.frame.iloc[-48:][forecaster.inputs].reset_index()
     readings["timestamp"] = readings["timestamp"].astype(str)
-    served = model.predict(readings)                                            # the served path, one window
+    served = model.predict(readings)  # the served path, one window
     direct = forecaster.forecast(data.frame[forecaster.inputs].to_numpy()[None, -48:])[0]
     assert list(served.columns) == ["timestamp", *forecaster.targets] and len(served) == 24
     assert np.allclose(served[forecaster.targets].to_numpy(), direct)
@@ -83,8 +83,16 @@ def test_forecaster_round_trips_through_its_bundle(tmp_path):
     from forecast.networks import build_network
     from forecast.windows import Scaler
 
-    args = {"network": "recurrent", "n_inputs": 3, "target_index": [2, 0], "lookback": 12, "horizon": 6, "cell": "lstm",
-            "hidden_size": 8, "segment_len": 4}
+    args = {
+        "network": "recurrent",
+        "n_inputs": 3,
+        "target_index": [2, 0],
+        "lookback": 12,
+        "horizon": 6,
+        "cell": "lstm",
+        "hidden_size": 8,
+        "segment_len": 4,
+    }
     net = build_network(**args)
     scaler = Scaler(mean=np.array([1.0, 2.0, 3.0]), std=np.array([0.5, 1.0, 2.0]))
     forecaster = Forecaster(net, scaler, ["a", "b", "c"], ["c", "a"], "1h", args)
@@ -118,8 +126,10 @@ def test_score_is_one_definition_at_every_aggregation():
 
 def test_overrides_are_read_by_hydras_parser():
     assert config.override_key("+data.sep=';'") == "data.sep" and config.override_key("model=gru") == "model"
-    assert config.overrides_under(["data=csv", "data.path=x", "++data.lookback=4", "model.lr=1"], "data", exclude=("data.path",)) \
-        == ["data=csv", "++data.lookback=4"]
+    assert config.overrides_under(["data=csv", "data.path=x", "++data.lookback=4", "model.lr=1"], "data", exclude=("data.path",)) == [
+        "data=csv",
+        "++data.lookback=4",
+    ]
     with pytest.raises(InputError, match="Quote values"):
         config.parse_overrides(["data.sep=;"])
 
@@ -138,7 +148,7 @@ def test_trainer_gpu_composes_mixed_precision_pinned_memory_and_workers():
     assert gpu.trainer.accelerator == "gpu" and gpu.trainer.precision == ("bf16-mixed" if bf16 else "16-mixed")
     assert gpu.data.pin_memory and gpu.data.num_workers > 0
     assert cpu.trainer.precision == "32-true" and not cpu.data.pin_memory and cpu.data.num_workers == 0
-    assert gpu.trainer.max_epochs == cpu.trainer.max_epochs       # everything else from trainer/default
+    assert gpu.trainer.max_epochs == cpu.trainer.max_epochs  # everything else from trainer/default
 
 
 def test_zero_epochs_is_refused_before_anything_runs(tmp_path):

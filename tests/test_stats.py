@@ -17,7 +17,7 @@ def test_equal_losses_are_not_significant():
 def test_a_clearly_better_model_is_significant_with_the_right_sign():
     rng = np.random.default_rng(1)
     worse = rng.gamma(2.0, 0.2, size=600)
-    better = worse * 0.8 + rng.normal(0, 0.01, size=600)        # 20% lower loss on every window, a little noise
+    better = worse * 0.8 + rng.normal(0, 0.01, size=600)  # 20% lower loss on every window, a little noise
     result = diebold_mariano(better, worse, lag=23)
     assert result.p_value < 1e-6 and result.statistic < 0 and result.mean_diff < 0
     assert diebold_mariano(worse, better, lag=23).statistic == pytest.approx(-result.statistic)
@@ -43,7 +43,7 @@ def test_overlapping_windows_need_the_newey_west_variance():
     rejections = {23: 0, 0: 0}
     trials = 200
     for _ in range(trials):
-        d = np.convolve(rng.normal(size=1000 + 23), kernel, mode="valid")   # [1000], autocorrelated up to lag 23
+        d = np.convolve(rng.normal(size=1000 + 23), kernel, mode="valid")  # [1000], autocorrelated up to lag 23
         for lag in rejections:
             rejections[lag] += diebold_mariano(d, np.zeros_like(d), lag=lag).p_value < 0.05
     assert rejections[23] / trials < 0.15

@@ -5,13 +5,28 @@ import pandas as pd
 import pytest
 from conftest import TINY, run_cli, store_runs
 
-pytestmark = pytest.mark.e2e     # runs the commands as subprocesses, as a user does
+pytestmark = pytest.mark.e2e  # runs the commands as subprocesses, as a user does
 
 METRICS = {
-    "train/loss", "val/loss", "test/mae", "test/rmse", "test/mse_scaled", "test/mae_scaled",
-    "time/fit_s", "time/epoch_s", "throughput/train_windows_per_s", "model/params", "model/recurrent_params",
-    "baseline/mae", "baseline/rmse", "baseline/mse_scaled", "baseline/mae_scaled",
-    "time/predict_s", "inference/ms_per_window_b1", "inference/ms_per_window_b256", "memory/peak_rss_mb",
+    "train/loss",
+    "val/loss",
+    "test/mae",
+    "test/rmse",
+    "test/mse_scaled",
+    "test/mae_scaled",
+    "time/fit_s",
+    "time/epoch_s",
+    "throughput/train_windows_per_s",
+    "model/params",
+    "model/recurrent_params",
+    "baseline/mae",
+    "baseline/rmse",
+    "baseline/mse_scaled",
+    "baseline/mae_scaled",
+    "time/predict_s",
+    "inference/ms_per_window_b1",
+    "inference/ms_per_window_b256",
+    "memory/peak_rss_mb",
 }
 
 
@@ -34,14 +49,14 @@ def test_each_architecture_is_one_finished_run_with_every_name(both):
         assert METRICS <= set(run.data.metrics), METRICS - set(run.data.metrics)
         assert run.data.params["model.cell"] == run.data.tags["architecture"]
         assert run.data.params["data.lookback"] == "48" and "trainer.max_epochs" in run.data.params
-        assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 2     # one point per epoch
+        assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 2  # one point per epoch
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.yaml", "data_report.json", "plots"} <= artifacts
         assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/forecast_test.png"]
     by_cell = {r.data.tags["architecture"]: r.data.metrics for r in runs}
     assert 3 * by_cell["lstm"]["model/recurrent_params"] == 4 * by_cell["gru"]["model/recurrent_params"]
     assert "open the UI: mlflow ui --backend-store-uri sqlite:///mlflow.db" in done.stdout
-    assert (folder / "mlruns").is_dir()                                            # artifacts beside the store
+    assert (folder / "mlruns").is_dir()  # artifacts beside the store
 
 
 def test_the_run_reports_what_ingestion_did(both):
@@ -70,8 +85,9 @@ def test_logged_model_forecasts_raw_readings_from_its_run_uri(both):
 
 
 def test_ddp_with_two_cpu_processes_is_one_run(tmp_path):
-    done = run_cli("forecast.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *TINY[:-1],
-                   "trainer.max_epochs=1", cwd=tmp_path)
+    done = run_cli(
+        "forecast.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *TINY[:-1], "trainer.max_epochs=1", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     _, runs = store_runs(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
@@ -85,4 +101,4 @@ def test_a_baseline_runs_through_the_same_pipeline(tmp_path):
     _, runs = store_runs(tmp_path)
     metrics = runs[0].data.metrics
     assert runs[0].data.tags["architecture"] == "last_value"
-    assert metrics["test/mse_scaled"] == pytest.approx(metrics["baseline/mse_scaled"], rel=1e-6)   # it *is* the baseline (in float32)
+    assert metrics["test/mse_scaled"] == pytest.approx(metrics["baseline/mse_scaled"], rel=1e-6)  # it *is* the baseline (in float32)

@@ -30,11 +30,11 @@ from mlflow import MlflowClient
 import forecast
 from forecast import pyfunc
 
-pytestmark = pytest.mark.e2e     # runs the commands as subprocesses, as a user does
+pytestmark = pytest.mark.e2e  # runs the commands as subprocesses, as a user does
 
 TINY = ["data.lookback=48", "data.horizon=24", "model.hidden_size=8", "trainer.max_epochs=1"]
-DATA = ["data=csv", "data.path=drops", "data.na_values=[-9999]"]          # the champion's drop
-SLOW = ["data.lookback=48", "data.horizon=24", "model.hidden_size=8", "trainer.max_epochs=50", "patience=50"]   # runs until stopped
+DATA = ["data=csv", "data.path=drops", "data.na_values=[-9999]"]  # the champion's drop
+SLOW = ["data.lookback=48", "data.horizon=24", "model.hidden_size=8", "trainer.max_epochs=50", "patience=50"]  # runs until stopped
 
 
 # --- what every case checks
@@ -49,7 +49,7 @@ def assert_clean(done, status: int, *needles: str) -> str:
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1, done.stderr[-3000:]
         after = done.stderr.split(errors[0], 1)[1].strip().splitlines()
-        assert len(after) <= 1, done.stderr[-3000:]                        # at most one more line
+        assert len(after) <= 1, done.stderr[-3000:]  # at most one more line
     for needle in needles:
         assert needle in done.stderr, (needle, done.stderr[-3000:])
     return done.stderr
@@ -94,8 +94,9 @@ def with_train_args(value: str) -> list[str]:
 def popen(module: str, *args: str, cwd: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
     env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def stop_after(process: subprocess.Popen, text: str, sig: int, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -114,14 +115,18 @@ def stop_after(process: subprocess.Popen, text: str, sig: int, timeout: float = 
 # --- 1. exit statuses and signals
 
 
-@pytest.mark.parametrize("sig, status, extra", [
-    (signal.SIGINT, 130, []),                                 # Ctrl-C
-    (signal.SIGTERM, 143, ["-m", "model=gru,lstm"]),         # kill, a stopped service; a multirun stops at the first signal
-], ids=["SIGINT", "SIGTERM-multirun"])
+@pytest.mark.parametrize(
+    "sig, status, extra",
+    [
+        (signal.SIGINT, 130, []),  # Ctrl-C
+        (signal.SIGTERM, 143, ["-m", "model=gru,lstm"]),  # kill, a stopped service; a multirun stops at the first signal
+    ],
+    ids=["SIGINT", "SIGTERM-multirun"],
+)
 def test_a_signal_mid_training_exits_128_plus_its_number_and_the_run_is_killed(tmp_path, sig, status, extra):
     done = stop_after(popen("forecast.train", *extra, *SLOW, cwd=tmp_path), "epoch   1:", sig)
     assert_clean(done, status)
-    (run,) = all_runs(tmp_path)                               # the multirun's second training never started
+    (run,) = all_runs(tmp_path)  # the multirun's second training never started
     assert run.info.status == "KILLED" and run.data.tags["architecture"] == "gru"
     assert done.stderr.strip().splitlines()[-1] == f"interrupted by {signal.Signals(sig).name}; run {run.info.run_id} marked KILLED"
     assert versions(tmp_path) == []
@@ -129,7 +134,7 @@ def test_a_signal_mid_training_exits_128_plus_its_number_and_the_run_is_killed(t
 
 def test_the_scheduler_stopped_by_sigterm_exits_143(tmp_path):
     process = popen("forecast.schedule", "interval_s=3600", f"jobstore=sqlite:///{tmp_path}/schedule.db", cwd=tmp_path)
-    done = stop_after(process, "next run at", signal.SIGTERM)                  # once the job is scheduled (Hydra logs to stdout)
+    done = stop_after(process, "next run at", signal.SIGTERM)  # once the job is scheduled (Hydra logs to stdout)
     assert_clean(done, 143)
     assert "interrupted by SIGTERM" in done.stderr
 
@@ -144,7 +149,7 @@ def diverging(tmp_path_factory):
     client = store(folder)
     experiment = client.create_experiment("forecast", artifact_location=(folder / "mlruns").as_uri())
     gone = subprocess.Popen(["true"])
-    gone.wait()                                               # a pid whose process has exited
+    gone.wait()  # a pid whose process has exited
     dead = client.create_run(experiment, tags={"process": f"{socket.gethostname()}:{gone.pid}"}).info.run_id
     done = run_cli("forecast.train", *TINY, "model.lr=1e30", "tracking.register=forecast", cwd=folder)
     return folder, done, dead
@@ -155,7 +160,7 @@ def test_a_loss_that_becomes_nan_fails_the_run_with_exit_1(diverging):
     assert_clean(done, 1, "train/loss became nan in epoch 1, so training stopped; lower model.lr")
     (run,) = [r for r in all_runs(folder) if r.info.run_id != dead]
     assert run.info.status == "FAILED"
-    assert "test/mse_scaled" not in run.data.metrics and "train/loss" not in run.data.metrics     # the NaN epoch is not recorded
+    assert "test/mse_scaled" not in run.data.metrics and "train/loss" not in run.data.metrics  # the NaN epoch is not recorded
 
 
 def test_a_diverged_training_logs_and_registers_no_model(diverging):
@@ -217,8 +222,14 @@ def register_nan_champion(folder: Path) -> str:
     package = Path(forecast.__file__).parent
     experiment = mlflow.get_experiment_by_name("forecast").experiment_id
     with mlflow.start_run(experiment_id=experiment, run_name="nan-champion"):
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(package / "served_model.py"), artifacts={"bundle": str(bundle)},
-                                       code_paths=[str(package)], registered_model_name="forecast", pip_requirements=["torch"])
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(package / "served_model.py"),
+            artifacts={"bundle": str(bundle)},
+            code_paths=[str(package)],
+            registered_model_name="forecast",
+            pip_requirements=["torch"],
+        )
     version = str(info.registered_model_version)
     MlflowClient().set_registered_model_alias("forecast", "champion", version)
     return version
@@ -229,8 +240,10 @@ def nan_champion(service):
     nan_version = register_nan_champion(service)
     done = run_cli("forecast.retrain", *RETRAIN, cwd=service)
     client = store(service)
-    (run,) = client.search_runs([client.get_experiment_by_name("forecast").experiment_id],
-                                f"tags.kind = 'retrain' and tags.champion_before = 'forecast/{nan_version}'")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("forecast").experiment_id],
+        f"tags.kind = 'retrain' and tags.champion_before = 'forecast/{nan_version}'",
+    )
     return service, done, nan_version, run
 
 
@@ -240,7 +253,7 @@ def test_a_champion_scoring_nan_is_replaced_by_a_challenger_that_beats_the_basel
     after = store(folder).get_registered_model("forecast").aliases["champion"]
     assert after != nan_version and run.data.tags["decision"] == "promote" and run.data.tags["champion_after"] == f"forecast/{after}"
     assert "the champion cannot be scored on this holdout (its mse_scaled is nan)" in run.data.tags["reason"]
-    assert "champion/mse_scaled" not in run.data.metrics                 # recorded as text, never as a NaN metric
+    assert "champion/mse_scaled" not in run.data.metrics  # recorded as text, never as a NaN metric
     assert_truthful_store(folder)
 
 
@@ -285,12 +298,15 @@ def predicted(champion, tmp_path_factory):
     return done, out
 
 
-@pytest.mark.parametrize("case, needles", [
-    ("no such folder", ["error: output=/nonexistent/dir/f.csv: the folder /nonexistent/dir does not exist"]),
-    ("a file as folder", ["a-file does not exist; create it or choose another output"]),
-    ("a folder as output", ["name the CSV file to write"]),
-    ("allow_stale not a bool", ["allow_stale='maybe': give true or false"]),
-])
+@pytest.mark.parametrize(
+    "case, needles",
+    [
+        ("no such folder", ["error: output=/nonexistent/dir/f.csv: the folder /nonexistent/dir does not exist"]),
+        ("a file as folder", ["a-file does not exist; create it or choose another output"]),
+        ("a folder as output", ["name the CSV file to write"]),
+        ("allow_stale not a bool", ["allow_stale='maybe': give true or false"]),
+    ],
+)
 def test_a_bad_predict_setting_is_refused_up_front(predicted, case, needles):
     done, out = predicted
     assert_clean(done[case], 2, *needles)
@@ -307,9 +323,12 @@ def test_an_unwritable_output_folder_is_refused_up_front(champion, tmp_path):
 
 def test_a_sensor_whose_latest_readings_are_missing_is_an_error_naming_it(predicted):
     done, out = predicted
-    assert_clean(done["stale sensor"], 2,
-                 "the data ends at 2025-03-09 11:30:00 but power_kw (last reading 2025-03-09 01:30:00) stopped earlier",
-                 "set allow_stale=true to forecast from 2025-03-09 01:30:00")
+    assert_clean(
+        done["stale sensor"],
+        2,
+        "the data ends at 2025-03-09 11:30:00 but power_kw (last reading 2025-03-09 01:30:00) stopped earlier",
+        "set allow_stale=true to forecast from 2025-03-09 01:30:00",
+    )
     assert not (out / "stale.csv").exists()
 
 
@@ -325,9 +344,12 @@ def test_allow_stale_forecasts_from_the_earlier_origin_and_says_so(predicted):
 # --- 5. settings are checked before any data is read or run created
 
 
-REFUSED = {   # command, arguments -> what the message names
-    "segment longer than the lookback": ("forecast.train", [*TINY, "model.segment_len=96"],
-                                         ["model.segment_len=96 is longer than data.lookback=48", "Set model.segment_len to at most 48"]),
+REFUSED = {  # command, arguments -> what the message names
+    "segment longer than the lookback": (
+        "forecast.train",
+        [*TINY, "model.segment_len=96"],
+        ["model.segment_len=96 is longer than data.lookback=48", "Set model.segment_len to at most 48"],
+    ),
     "no epoch": ("forecast.train", [*TINY[:-1], "trainer.max_epochs=0"], ["trainer.max_epochs=0"]),
     "negative patience": ("forecast.train", [*TINY, "patience=-1"], ["patience=-1"]),
     "zero learning rate": ("forecast.train", [*TINY, "model.lr=0"], ["model.lr must be a positive finite number, got 0"]),
@@ -336,12 +358,21 @@ REFUSED = {   # command, arguments -> what the message names
     "unknown precision": ("forecast.train", [*TINY, "trainer.precision=17"], ["bad setting in lightning.Trainer", "17"]),
     "retrain margin": ("forecast.retrain", [*RETRAIN, "margin=1.5"], ["margin=1.5 must be in [0, 1)"]),
     "retrain metric": ("forecast.retrain", [*RETRAIN, "metric=r2"], ["metric=r2 one of mse_scaled"]),
-    "retrain challenger setting": ("forecast.retrain", with_train_args('["model.segment_len=96"]'),
-                                   ["model.segment_len=96 is longer than data.lookback=48"]),
-    "retrain unknown train_args key": ("forecast.retrain", with_train_args('["model.depth=3"]'),
-                                       ["challenger gru with train_args=['model.depth=3']"]),
-    "compare segment": ("forecast.compare", [*TINY, "model.segment_len=96", "seeds=1"],
-                        ["model.segment_len=96 is longer than data.lookback=48"]),
+    "retrain challenger setting": (
+        "forecast.retrain",
+        with_train_args('["model.segment_len=96"]'),
+        ["model.segment_len=96 is longer than data.lookback=48"],
+    ),
+    "retrain unknown train_args key": (
+        "forecast.retrain",
+        with_train_args('["model.depth=3"]'),
+        ["challenger gru with train_args=['model.depth=3']"],
+    ),
+    "compare segment": (
+        "forecast.compare",
+        [*TINY, "model.segment_len=96", "seeds=1"],
+        ["model.segment_len=96 is longer than data.lookback=48"],
+    ),
     "compare learning rate": ("forecast.compare", [*TINY, "model.lr=-1", "seeds=1"], ["model.lr must be a positive finite number, got -1"]),
     "schedule max_runs": ("forecast.schedule", ["max_runs=0", "jobstore=sqlite:///schedule.db"], ["max_runs=0"]),
 }
@@ -362,6 +393,7 @@ def refused(tmp_path_factory):
     def run(name):
         module, args, _ = REFUSED[name]
         return run_cli(module, *args, cwd=folders[name])
+
     with ThreadPoolExecutor(4) as pool:
         done = dict(zip(REFUSED, pool.map(run, REFUSED)))
     for p in twice:
@@ -374,7 +406,7 @@ def test_a_bad_setting_is_refused_before_any_data_is_read_or_run_created(refused
     done, folder = refused[case]
     assert_clean(done, 2, *REFUSED[case][2])
     assert all_runs(folder) == [] and versions(folder) == []
-    assert "rows every" not in done.stdout                  # the data report: no data was read
+    assert "rows every" not in done.stdout  # the data report: no data was read
 
 
 # --- 7. each training its own folder

@@ -19,19 +19,19 @@ def test_ett_borders_give_the_protocol_window_counts():
     counts = {k: len(window_origins(v, 96, 96, valid)) for k, v in spans.items()}
     assert counts == {"train": 8640 - 96 - 96 + 1, "val": 2880 - 96 + 1, "test": 2785}
     test = window_origins(spans["test"], 96, 96, valid)
-    assert test[0] == 11520 and test[-1] + 96 == 14400          # lookback reaches back into val; last target row 14399
+    assert test[0] == 11520 and test[-1] + 96 == 14400  # lookback reaches back into val; last target row 14399
 
 
 def test_window_contents_at_the_borders():
     T, L, H = 40, 5, 3
-    series = torch.arange(T, dtype=torch.float32)[:, None].repeat(1, 2)   # row r holds r
+    series = torch.arange(T, dtype=torch.float32)[:, None].repeat(1, 2)  # row r holds r
     series[:, 1] *= -1
     origins = window_origins((20, 30), L, H, np.ones(T, bool))
     ds = WindowDataset(series, origins, L, H, target_index=[1])
     x, y = ds[0]
     assert x[:, 0].tolist() == [15, 16, 17, 18, 19] and y[:, 0].tolist() == [-20, -21, -22]
     x, y = ds[len(ds) - 1]
-    assert x[-1, 0] == 26 and y[:, 0].tolist() == [-27, -28, -29]      # target ends at the span's last row
+    assert x[-1, 0] == 26 and y[:, 0].tolist() == [-27, -28, -29]  # target ends at the span's last row
 
 
 def test_windows_touching_a_masked_row_are_dropped():
@@ -39,7 +39,7 @@ def test_windows_touching_a_masked_row_are_dropped():
     valid[20] = False
     origins = window_origins((0, 50), 4, 2, valid)
     assert all(not (o - 4 <= 20 < o + 2) for o in origins)
-    assert len(origins) == (50 - 4 - 2 + 1) - 6                         # the 6 windows that cover row 20
+    assert len(origins) == (50 - 4 - 2 + 1) - 6  # the 6 windows that cover row 20
 
 
 def test_windows_are_views_of_one_series():
