@@ -50,9 +50,11 @@ def compare(cfg: DictConfig) -> int:
     if cfg.budget not in ("hidden", "params"):
         raise InputError(f"budget={cfg.budget!r} is not one of hidden, params")
     speed.use_threads(cfg.threads)  # as the trainings will run (and a bad value fails here)
-    for m in models:  # every training's settings, before any data is read
+    for m in models:  # every training's settings, at every lookback, before any data is read
         model_config(m, passed)  # an unknown model config is named here
-        check_settings(hydra.compose("compare", overrides=[*passed, f"model={m}"]))
+        for lookback in [None, *cfg.lookbacks]:
+            at = [] if lookback is None else [f"data.lookback={int(lookback)}"]
+            check_settings(hydra.compose("compare", overrides=[*passed, f"model={m}", *at]))
 
     data = config.build(cfg.data)  # data errors surface before any run exists
     conditions = plan(cfg, data)

@@ -10,7 +10,7 @@ from forecast import comparison, config
 from forecast.errors import InputError
 
 # 2 conditions (lookback 48, lookback 24) x gru, lstm x one seed, one epoch on every 2nd training window
-SMALL = [*TINY[:-1], "trainer.max_epochs=1", "data.train_stride=2", "seeds=1", "lookbacks=[24]"]
+SMALL = [*TINY[:-1], "trainer.max_epochs=1", "data.train_stride=2", "seeds=1", "lookbacks=[24]", "model.segment_len=12"]
 SECTIONS = [
     "## Verdict",
     "## Textbook claims against this measurement",

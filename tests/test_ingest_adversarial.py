@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 
 from forecast.errors import InputError
 
-TINY = ["data.lookback=24", "data.horizon=12", "model.hidden_size=8", "trainer.max_epochs=1"]
+TINY = ["data.lookback=24", "data.horizon=12", "model.hidden_size=8", "model.segment_len=12", "trainer.max_epochs=1"]
 
 
 def series(
