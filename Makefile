@@ -12,8 +12,9 @@ STAMP := $(VENV)/.installed
 train: $(STAMP)
 	$(PY) -m forecast.train model=gru
 
+# the whole suite, as CI runs it: one pytest worker per core (pytest-xdist), each test file on one worker
 test: $(STAMP)
-	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -n auto --dist loadfile
 
 # the in-process tier: every stage and config group on tiny data, under a minute
 test-fast: $(STAMP)
