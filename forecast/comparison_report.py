@@ -25,7 +25,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
 
 from forecast import speed, stats, tracking  # noqa: E402
 from forecast.errors import InputError  # noqa: E402
@@ -72,16 +71,7 @@ class Comparison:
 
 
 def collect(client: MlflowClient, parent_id: str) -> Comparison:
-    try:
-        parent = client.get_run(parent_id)
-    except MlflowException:
-        raise InputError(
-            f"no run {parent_id} in the tracking store {tracking.tracking_uri()}; check the id or MLFLOW_TRACKING_URI"
-        ) from None
-    if parent.data.tags.get("kind") != "comparison":
-        raise InputError(
-            f"run {parent_id} is not a comparison (no tag kind=comparison); pass the parent run id that forecast.compare printed"
-        )
+    parent = tracking.comparison_run(client, parent_id)
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'"
     )

@@ -25,7 +25,6 @@ import mlflow
 import numpy as np
 import torch
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from torch import nn
 
 from forecast import pyfunc, tracking
@@ -151,16 +150,7 @@ def measure_comparison(parent_id: str, pairs: int = PAIRS) -> dict:
     """
     client = MlflowClient(tracking.tracking_uri())
     mlflow.set_tracking_uri(tracking.tracking_uri())  # where pyfunc.load finds runs:/ models
-    try:
-        parent = client.get_run(parent_id)
-    except MlflowException:
-        raise InputError(
-            f"no run {parent_id} in the tracking store {tracking.tracking_uri()}; check the id or MLFLOW_TRACKING_URI"
-        ) from None
-    if parent.data.tags.get("kind") != "comparison":
-        raise InputError(
-            f"run {parent_id} is not a comparison (no tag kind=comparison); pass the parent run id that forecast.compare printed"
-        )
+    parent = tracking.comparison_run(client, parent_id)
     finished = f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'"
     found: dict[str, dict[str, object]] = {}
     for run in client.search_runs([parent.info.experiment_id], finished, order_by=["attributes.start_time ASC"]):

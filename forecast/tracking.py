@@ -106,6 +106,19 @@ def describe(client: mlflow.MlflowClient, run_id: str, text: str) -> None:
     client.set_tag(run_id, DESCRIPTION, text)
 
 
+def comparison_run(client: MlflowClient, parent_id: str):
+    """The parent run of a comparison (python -m forecast.compare printed its id); InputError if it is none."""
+    try:
+        parent = client.get_run(parent_id)
+    except MlflowException:
+        raise InputError(f"no run {parent_id} in the tracking store {tracking_uri()}; check the id or MLFLOW_TRACKING_URI") from None
+    if parent.data.tags.get("kind") != "comparison":
+        raise InputError(
+            f"run {parent_id} is not a comparison (no tag kind=comparison); pass the parent run id that forecast.compare printed"
+        )
+    return parent
+
+
 def finite(metrics: dict[str, float], what: str) -> dict[str, float]:
     """`metrics`, unchanged, when every value is finite; else JobFailed naming the first non-finite ones.
 
