@@ -86,6 +86,7 @@ class FleetReport:
 
     def lines(self) -> list[str]:
         d, kept, out = self.data, self.kept, self.left_out
+        kept = kept.reindex(columns=[*kept.columns, *(c for c in ("masked", "stuck", "interpolated") if c not in kept)], fill_value=0)
         lines = [
             f"read {d.rows_read:,} rows from {d.files[0] if len(d.files) == 1 else f'{len(d.files):,} files'}: "
             f"{len(self.devices):,} devices, {len(kept):,} kept, {len(out):,} left out; every {d.freq}",
