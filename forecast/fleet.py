@@ -207,6 +207,9 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int) -> Fleet:
     time = data.index.asi8
     tz = None if data.index.tz is None else str(data.index.tz)
     del data
+    intake.parts.clear()  # the frames read are no longer needed (messages from here on use intake.sources): free them
+    intake.id_parts.clear()
+    intake.blocks.clear()
     position = np.arange(len(codes))  # row of each reading in intake.data(), for messages
     if not _sorted(codes, time):
         position = np.lexsort((time, codes))
