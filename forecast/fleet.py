@@ -195,10 +195,12 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int) -> Fleet:
             f"'{spec.path}': '{names[0]}' is an id column (data.series_column) and a reading.\nFix data.targets / data.covariates."
         )
     codes, ids = _device_codes(intake, folder, id_columns)
-    values = data[columns].to_numpy(dtype=np.float64)  # [N, C]
+    values = (data if list(data.columns) == columns else data[columns]).to_numpy(dtype=np.float64)  # [N, C], a view of the block read
     regular._check_magnitude(values.T, columns, intake)
+    with np.errstate(invalid="ignore"):
+        largest = np.maximum(np.abs(np.nanmax(values, axis=0)), np.abs(np.nanmin(values, axis=0)))  # [C]
     for c, name in enumerate(columns):
-        if np.nanmax(np.abs(values[:, c]), initial=0) > _FLOAT32_MAX / 16:
+        if largest[c] > _FLOAT32_MAX / 16:
             path, line, value = intake.largest(name)
             raise InputError(
                 f"'{path}' line {line}, column '{reading.shown(name)}': {value:g} is too large for the network's float32.\n"
@@ -223,10 +225,8 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int) -> Fleet:
     step, own = _steps(codes, time, devices, None if offset is None else offset.nanos)
     origin = time[new] if offset is None else time[new] - np.mod(time[new], step)  # a grid through the first reading, else midnight
     table["first"], table["last"] = _stamps(time[new], tz), _stamps(time[np.r_[new[1:], len(codes)] - 1], tz)
-    since = time - origin[codes]
-    slot = since // step  # grid step of each reading, per device
-    report.steps_inserted = 0
-    if (since % step).any() or ((slot[1:] == slot[:-1]) & (codes[1:] == codes[:-1])).any():  # readings between grid points
+    slot, between = np.divmod(time - origin[codes], step)  # grid step of each reading, per device; readings off the grid
+    if between.any() or ((slot[1:] == slot[:-1]) & (codes[1:] == codes[:-1])).any():  # readings between grid points
         codes, slot, values, position, _ = _merge_repeats(codes, slot, values, position, intake, ids, devices, "aggregation")
         new = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     last = slot[np.r_[new[1:], len(codes)] - 1]
@@ -253,11 +253,15 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int) -> Fleet:
     start = 1 + np.r_[0, np.cumsum(length + 1)[:-1]]  # a NaN row before every device
     at = np.full(devices, -1, np.int64)
     at[kept] = start
-    rows = at[codes] + slot  # row of each reading in the stack; < 0: a device left out
+    rows = at[codes]  # [N] first row of each reading's device in the stack; -1: a device left out
+    rows += slot  # the reading's own row
     stack = np.full((int(start[-1] + length[-1] + 1), len(columns)), np.nan, np.float32)  # [R, C]
-    use = at[codes] >= 0
-    stack[rows[use]] = values[use]
-    del values, rows, slot, since, use
+    if len(kept) == devices:
+        stack[rows] = values
+    else:
+        use = np.isin(codes, kept)
+        stack[rows[use]] = values[use]
+    del values, rows, slot, between
     table["inserted"] = table["rows"] - table["readings"]
     _clean(stack, start, length, kept, table, step, spec, report, columns, list(ids.columns))
     report.start, report.end = str(table["first"].iloc[kept].min()), str(table["last"].iloc[kept].max())
@@ -322,6 +326,7 @@ def _merge_repeats(codes, key, values, position, intake, ids, devices, policy):
         )
     if policy == "duplicates":
         intake.report.duplicates = int(same.sum())
+    values = values if values.flags.writeable else np.array(values)  # pandas may hand out the block read-only
     involved = same | np.r_[same[1:], False]  # every row of a group of repeats
     group = np.cumsum(~same[involved]) - 1
     merged = pd.DataFrame(values[involved]).groupby(group)

@@ -76,10 +76,10 @@ class FleetDataModule(L.LightningDataModule):
         super().__init__()
         numbers = {"lookback": lookback, "horizon": horizon, "batch_size": batch_size, "train_stride": train_stride}
         fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction, "train_fraction": 1.0}
+        if "borders" in read or "train_fraction" in read:
+            name = "borders" if "borders" in read else "train_fraction"
+            raise InputError(f"data.{name} does not apply to a fleet.\nCut it in time with data.cuts=[train_end,val_end] instead.")
         check_settings({**numbers, "num_workers": num_workers, **fractions}, read)
-        if read.get("borders") is not None:
-            raise InputError("data.borders (row numbers) does not apply to a fleet.\nCut it in time with data.cuts=[train_end,val_end].")
-        read.pop("borders", None)
         self.name, self.lookback, self.horizon = name, int(lookback), int(horizon)
         self.batch_size, self.num_workers, self.pin_memory = int(batch_size), int(num_workers), pin_memory
         self.path, self.series_columns = str(path), series_columns(series_column)

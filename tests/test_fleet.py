@@ -120,7 +120,9 @@ def test_duplicates_missing_codes_and_stuck_values_per_device(tmp_path):
     frame.loc[(frame["device"] == "m1") & frame["timestamp"].between(START + pd.Timedelta("50h"), START + pd.Timedelta("70h")), "temp"] = (
         5.0
     )
-    frame = pd.concat([frame, frame.iloc[[20]].assign(power=frame["power"].iloc[20] + 2)])  # one repeated timestamp
+    frame = pd.concat(
+        [frame.iloc[:21], frame.iloc[[20]].assign(power=frame["power"].iloc[20] + 2), frame.iloc[21:]]
+    )  # a repeated timestamp
     path = write(frame, tmp_path / "f.csv")
     fleet = load_fleet(CsvSpec(path=path, na_values=[-9999], stuck_steps=6), ["device"], L + H)
     table = fleet.report.devices.set_index("device")
