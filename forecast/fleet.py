@@ -30,6 +30,8 @@ Interface (what later stages use):
                    devices. Columns: targets then covariates.
     Fleet.start, Fleet.length, Fleet.first  [D] int64: first row, rows, first timestamp (ns, UTC)
     Fleet.step (ns), Fleet.freq ("1h"), Fleet.tz, Fleet.ids (DataFrame [D], one column per id column)
+    Fleet.span: (first, last + step) ns of the whole fleet; with load_fleet(share=(rank, world)) a
+                   process holds only its share of devices but the same span (the same cuts)
     Fleet.rows_before(stamp_ns) [D], Fleet.frame(d) (device d as a regular DataFrame), Fleet.index(d)
     FleetReport: totals (reading's DataReport), `devices` (one row per device found, kept or
     left out and why), lines() for the console, to_dict() for data_report.json.
@@ -130,6 +132,7 @@ class Fleet:
     length: np.ndarray  # [D] rows of each device
     first: np.ndarray  # [D] ns timestamp of each device's first row
     step: int  # ns
+    span: tuple[int, int]  # [first, last + step) in ns of the whole fleet (every rank's devices)
     freq: str
     tz: str | None
     ids: pd.DataFrame  # [D] id columns
@@ -174,8 +177,12 @@ def series_columns(value) -> list[str]:
     return names
 
 
-def load_fleet(spec: CsvSpec, id_columns: list[str], need: int) -> Fleet:
-    """Reads a fleet (long file(s) or a folder with one file per device); see the module docstring."""
+def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int, int] | None = None) -> Fleet:
+    """Reads a fleet (long file(s) or a folder with one file per device); see the module docstring.
+
+    share: (rank, world): keep only every world-th kept device from the rank-th (a DDP rank's share);
+    the report and Fleet.span still describe the whole fleet, so every rank cuts at the same timestamps.
+    """
     offset = check_spec(spec)
     if spec.layout != "wide":
         raise InputError(
@@ -249,6 +256,11 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int) -> Fleet:
             context=FleetReport(report, table, list(ids.columns)).lines(),
         )
 
+    span = (int(origin[kept].min()), int((origin[kept] + table["rows"].to_numpy()[kept] * step).max()))  # the whole fleet's
+    if share is not None:
+        kept = kept[share[0] :: share[1]]
+        if not len(kept):
+            raise InputError(f"'{spec.path}': {share[1]} processes share a fleet of {len(table):,} devices; some would have none.")
     length = table["rows"].to_numpy()[kept]
     start = 1 + np.r_[0, np.cumsum(length + 1)[:-1]]  # a NaN row before every device
     at = np.full(devices, -1, np.int64)
@@ -273,6 +285,7 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int) -> Fleet:
         length=length,
         first=origin[kept],
         step=step,
+        span=span,
         freq=freq,
         tz=tz,
         ids=ids.iloc[kept].reset_index(drop=True),

@@ -102,6 +102,15 @@ def test_two_id_columns_and_unsorted_rows(tmp_path):
     assert (fleet.length == 400).all() and not np.isnan(fleet.values[fleet.start[0] : fleet.start[0] + 400]).any()
 
 
+def test_a_share_of_the_devices_keeps_the_whole_fleets_span(tmp_path):
+    path = write(make_fleet(devices=5, late={1: 100, 3: 100}), tmp_path / "f.csv")
+    whole = load_fleet(CsvSpec(path=path), ["device"], L + H)
+    shares = [load_fleet(CsvSpec(path=path), ["device"], L + H, share=(rank, 2)) for rank in (0, 1)]
+    assert [s.ids["device"].tolist() for s in shares] == [["m0", "m2", "m4"], ["m1", "m3"]]
+    assert all(s.span == whole.span for s in shares) and shares[1].span[0] < shares[1].first.min()
+    np.testing.assert_array_equal(shares[1].frame(0).to_numpy(), whole.frame(1).to_numpy())
+
+
 def test_devices_at_another_step_or_too_short_are_reported_and_left_out(tmp_path):
     frame = make_fleet(devices=4, late={3: 380})  # m3: 20 hours, fewer than L + H = 36
     slow = frame[frame["device"] == "m1"]
