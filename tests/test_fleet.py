@@ -20,6 +20,7 @@ from forecast import training
 from forecast.errors import InputError
 from forecast.fleet import load_fleet
 from forecast.fleet_datamodule import FleetDataModule
+from forecast.fleet_evaluate import forecast_split
 from forecast.forecaster import Forecaster
 from forecast.frame import CsvSpec
 from forecast.lightning_module import ForecastModule
@@ -306,6 +307,18 @@ def test_the_device_embedding_gives_unseen_devices_the_mean_vector():
         net.series.weight.copy_(net.series.weight.mean(dim=0).expand(3, -1))
     torch.testing.assert_close(net(x[:1], torch.tensor([0])), out[2:])  # unseen = the mean vector
     torch.testing.assert_close(net(x[:1]), out[2:])  # no device given = unseen
+
+
+def test_split_forecasts_carry_each_windows_device_and_scaler(tmp_path):
+    data = FleetDataModule(write(make_fleet(devices=3), tmp_path / "f.csv"), **SMALL)
+    torch.manual_seed(0)
+    test = forecast_split(_forecaster(RecurrentNet(2, [0, 1], L, H, hidden_size=8, segment_len=6), data), data)
+    assert test.pred.shape == test.actual.shape == (len(data.datasets["test"]), H, 2) and test.std.shape == (len(test.pred), 1, 2)
+    np.testing.assert_allclose(test.std[test.series == 2][0, 0], data.std[2])
+    window = data.fleet.frame(1).to_numpy()  # device 1's rows, standardised in place by the data module
+    first = int(np.flatnonzero(test.series == 1)[0])
+    row = test.origins[first] - data.fleet.start[1]
+    np.testing.assert_allclose(test.actual[first], window[row : row + H] * data.std[1] + data.mean[1], rtol=1e-5)
 
 
 def test_the_bundle_carries_the_fleet(tmp_path):
