@@ -361,3 +361,5 @@ def test_training_scores_every_device(tmp_path):
     np.testing.assert_allclose(np.percentile(table["mse_scaled"], 50), metrics["test/series_mse_scaled_p50"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/worst_series.png" in artifacts
+    windows = pd.read_parquet(client.download_artifacts(run.info.run_id, "evaluation/test_by_window.parquet", str(tmp_path)))
+    assert windows["origin"].is_unique and list(windows.columns[:3]) == ["origin", "timestamp", "series"]  # pairs windows across runs
