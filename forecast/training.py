@@ -12,6 +12,7 @@ import resource
 import socket
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -19,6 +20,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from mlflow import MlflowClient
 from mlflow.models import ModelSignature, infer_signature
@@ -35,10 +37,11 @@ from forecast.pyfunc import ForecastPyfunc
 from forecast.pyfunc import load as load_model
 
 
-def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
+def train(cfg: DictConfig, output_dir: Path, command: str, extra_callbacks: Sequence[Callback] = ()) -> float | None:
     """One training; returns the best validation loss (what a sweep minimises).
 
-    output_dir: this training's own folder (checkpoints); command: the command line, as a run tag.
+    output_dir: this training's own folder (checkpoints); command: the command line, as a run tag;
+    extra_callbacks: e.g. a tuning trial's pruning (forecast/pruning.py), which may end it before its test.
     Raises InputError for bad settings or data (before any run exists), JobFailed when the loss or
     a test score becomes non-finite (the run is then FAILED and no model is logged or registered).
     """
@@ -47,7 +50,7 @@ def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     best = ModelCheckpoint(dirpath=Path(output_dir) / "checkpoints", filename="best", monitor="val/loss", mode="min")
     epochs = tracking.EpochLog()
-    callbacks = [StopOnNonFinite(), EarlyStopping("val/loss", patience=cfg.patience), best, epochs]  # the guard before the log
+    callbacks = [StopOnNonFinite(), EarlyStopping("val/loss", patience=cfg.patience), best, epochs, *extra_callbacks]  # guard before log
     trainer = config.build(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(output_dir))
     data = config.build(cfg.data)
     say(*data.report.lines(), f"windows: {data.windows}")
@@ -79,6 +82,9 @@ def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
         fit_s = time.perf_counter() - started
         if run is None:  # a non-zero DDP rank: rank zero evaluates and records
             return None
+        pruned = [c for c in extra_callbacks if getattr(c, "pruned_at", None)]
+        if pruned:  # a tuning trial its pruner stopped: scored on validation only
+            return pruned[0].record(epochs, fit_s, len(data.datasets["train"]))
         if trainable:
             if not best.best_model_path:
                 raise JobFailed("training ended without a checkpoint of a finite val/loss; nothing was logged as a model")
