@@ -167,9 +167,10 @@ def tell(study: optuna.Study, trial: optuna.Trial, job) -> None:
         study.tell(trial, state=TrialState.FAIL)
         job.return_value  # noqa: B018 (re-raises the job's exception)
     value = job.return_value
-    if trial.user_attrs.get("pruned_at_epoch"):
+    stored = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)  # as the training left it
+    if stored.user_attrs.get("pruned_at_epoch"):
         study.tell(trial, state=TrialState.PRUNED)
-        outcome = f"pruned after epoch {trial.user_attrs['pruned_at_epoch']}"
+        outcome = f"pruned after epoch {stored.user_attrs['pruned_at_epoch']}"
     elif isinstance(value, float) and math.isfinite(value):
         study.tell(trial, value)
         outcome = f"val/best_loss {value:.4f}"
