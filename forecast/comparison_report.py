@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from forecast import speed, stats, tracking  # noqa: E402
+from forecast import comparison_tuning, speed, stats, tracking  # noqa: E402
 from forecast.errors import InputError  # noqa: E402
 
 # (label, metric, digits): the per-architecture table, mean ± std over seeds
@@ -367,6 +367,7 @@ def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, 
             ]
             out.append(f"| {cond} | {runs['lookback'].iloc[0]} | {train_share(runs)} | " + " | ".join(cells) + " |")
         out.append("")
+    out += comparison_tuning.report_lines(c.parent)  # budget=tuned: the tuning cost per architecture
     out += [
         "## Plots",
         "",

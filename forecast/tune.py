@@ -67,7 +67,7 @@ def tune(cfg: DictConfig) -> int:
     settings = {
         "experiment": cfg.tracking.experiment,
         "model": model,
-        "overrides": sorted(passed),
+        "overrides": sorted(tuned_base(model, passed)),  # not where it is recorded: a comparison's tag leaves the study the same
         "space": sorted(space),
         "sampler": OmegaConf.to_container(sweeper.sampler),
         "pruner": OmegaConf.to_container(sweeper.pruner),

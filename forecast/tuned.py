@@ -46,7 +46,7 @@ def settings(run_id: str) -> dict:
 def compose(cfg: DictConfig, task: list[str], config_name: str = "train") -> DictConfig:
     """The training config again, with tune run `cfg.tuned`'s overrides applied before the command line's `task`."""
     tuned = settings(str(cfg.tuned))["overrides"]
-    chosen = [p.key_or_group for p in config.parse_overrides(task)]
+    chosen = [p.key_or_group for o, p in zip(task, config.parse_overrides(task)) if o not in tuned]  # the same choice changes nothing
     kept = [o for o in tuned if not any(covered(config.override_key(o), key) for key in chosen)]
     print(f"tuned={cfg.tuned}: {' '.join(kept) or '(every tuned setting is overridden on the command line)'}")
     return hydra.compose(config_name, overrides=[*kept, *task])

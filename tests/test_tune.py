@@ -210,7 +210,7 @@ def test_the_best_settings_feed_back_into_a_training_and_the_command_line_wins(r
     best = tuned.settings(run_id)
     segment = next(o for o in best["overrides"] if o.startswith("model.segment_len="))
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        task = [f"+tuned={run_id}", "data.horizon=12"]
+        task = ["model=gru", f"+tuned={run_id}", "data.horizon=12"]  # the tuned model again: its tuned model.* stay
         cfg = tuned.compose(compose("train", overrides=task), task)
     assert cfg.model.segment_len == int(segment.split("=")[1]) and cfg.data.lookback == 48  # tuned
     assert cfg.data.horizon == 12  # the command line wins over the tuned data.horizon=24
