@@ -107,7 +107,7 @@ def tune(cfg: DictConfig) -> int:
             f"hydra.sweeper.storage='{storage}'",
             f"hydra.sweeper.study_name='{name}'",
             f"model={model}",
-            *[o for o in passed if config.override_key(o) != "model"],
+            *[o for o in passed if config.override_key(o) not in ("model", "tracking.experiment")],  # both set here
             *space,
             f"tracking.experiment={cfg.tracking.experiment}",
             f"tracking.parent={run_id}",

@@ -220,9 +220,7 @@ def test_the_best_settings_feed_back_into_a_training_and_the_command_line_wins(r
 
 @pytest.mark.e2e
 def test_one_trial_under_ddp_with_two_cpu_processes_is_one_run(tmp_path):
-    done = run_cli(
-        "forecast.tune", "trials=1", "trainer=ddp", "trainer.devices=2", *TINY, "trainer.max_epochs=1", *SPACE, cwd=tmp_path
-    )
+    done = run_cli("forecast.tune", "trials=1", "trainer=ddp", "trainer.devices=2", *TINY, "trainer.max_epochs=1", *SPACE, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     _, runs = store_runs(tmp_path)
     assert sorted(r.data.tags.get("kind", "trial") for r in runs) == ["trial", "tune"]  # rank 1 neither records nor sweeps
