@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -13,7 +14,7 @@ from conftest import REPO, run_cli
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-from forecast import config, evaluate, pyfunc, quantiles, scoring, training
+from forecast import comparison_report, config, evaluate, promotion, pyfunc, quantiles, scoring, training
 from forecast.baselines import LinearNet
 from forecast.errors import InputError
 from forecast.forecaster import Forecaster
@@ -228,3 +229,36 @@ def test_predict_writes_the_quantile_columns(tmp_path):
     done = run_cli("forecast.predict", "model_uri=models:/forecast/1", "output=back.csv", "span=test", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "crps " in done.stdout and "power_kw:q0.05" in pd.read_csv(tmp_path / "back.csv").columns
+
+
+def test_retrain_scores_crps_for_quantile_and_point_contenders(trained):
+    """`retrain metric=crps`: a quantile model's from its quantiles, a point forecast's (the baseline's) is its MAE."""
+    folder, _, run = trained
+    mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
+    _, forecaster = pyfunc.load(f"runs:/{run.info.run_id}/model")
+    holdout = promotion.Holdout(config.build(compose_train(*TINY, QUANTILES).data), None)
+    baseline = holdout.baseline()
+    scores = holdout.score("gru", SimpleNamespace(model=forecaster, label="forecast/1", architecture="gru", unloadable=None))
+    assert baseline["crps"] == baseline["mae_scaled"] and {"crps", "coverage_80", "mse_scaled"} <= set(scores)
+    assert scores["crps"] < scores["mae_scaled"]  # a spread beats the point at its own median
+    decision = promotion.decide({"gru": scores["crps"]}, baseline["crps"], 0.02, metric="crps", champion=baseline["crps"] * 2)
+    assert decision.winner == "gru" and "crps" in decision.reason
+
+
+def test_the_comparison_report_adds_crps_a_paired_test_and_a_reliability_plot():
+    rng = np.random.default_rng(0)
+    origins = np.arange(200)
+    windows = {m: pd.DataFrame({"origin": origins, "crps": rng.gamma(2.0, 0.1 * (1 + (m == "lstm")), 200)}) for m in ("gru", "lstm")}
+    runs = pd.DataFrame(
+        [
+            {"run_id": m, "condition": "base", "architecture": m, "seed": 0, "test/crps": w["crps"].mean(), "test/coverage_80": cov80,
+             "test/coverage_95": cov95}
+            for (m, w), cov80, cov95 in zip(windows.items(), (0.79, 0.84), (0.94, 0.97))
+        ]
+    )  # fmt: skip
+    c = comparison_report.Comparison(None, runs, ["gru", "lstm"], ["base"], 24, windows, {}, {}, {}, None)
+    text = comparison_report.crps_sentence(c, "gru", "lstm")
+    assert text.startswith("On distributions the GRU is better: CRPS GRU ") and "Diebold-Mariano on the per-window CRPS p < 0.001" in text
+    assert "95% interval covers GRU 94.0%, LSTM 97.0%; 80% interval covers GRU 79.0%, LSTM 84.0%" in text
+    fig = comparison_report.plot_reliability(c)
+    assert [len(line.get_xdata()) for line in fig.axes[0].lines] == [2, 2, 2]
