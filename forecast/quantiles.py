@@ -72,6 +72,14 @@ def intervals(levels: list[float]) -> list[tuple[int, int, str]]:
     return out
 
 
+def weights(levels: list[float]) -> np.ndarray:
+    """Each level's share of (0, 1) [Q]: the cell from the midpoint with the level below (or 0) to the
+    midpoint with the level above (or 1). The weights of the CRPS's midpoint rule; they sum to 1."""
+    q = np.asarray(levels, dtype=np.float64)
+    bounds = np.concatenate([[0.0], (q[1:] + q[:-1]) / 2, [1.0]])
+    return np.diff(bounds)
+
+
 # ---- the network side (torch) ------------------------------------------------------------------------
 
 
