@@ -40,6 +40,9 @@ class ForecastModule(L.LightningModule):
             network that can (recurrent, linear) then emits [B, H, T, Q] trained on the mean pinball
             loss (in place of `loss`); the last-value and seasonal-naive baselines stay point
             forecasts and get their levels from validation residuals (`forecast.quantiles`).
+        calibration_window: the share of the validation windows, the most recent, that calibrate
+            the quantiles (1 = all of them, the split-conformal guarantee's setting; less follows a
+            drifting series more closely, from fewer windows).
         network: which network: "recurrent" (`forecast.recurrent.RecurrentNet`), or a baseline:
             "linear", "last_value", "seasonal_naive" (`forecast.baselines`).
         **net: the network's hyper-parameters (cell, hidden_size, ...), see its class.
@@ -57,6 +60,7 @@ class ForecastModule(L.LightningModule):
         loss: str = "mae",
         network: str = "recurrent",
         quantiles: list[float] | None = None,
+        calibration_window: float = 1.0,
         **net,
     ):
         super().__init__()
@@ -70,6 +74,8 @@ class ForecastModule(L.LightningModule):
             raise InputError(f"model.weight_decay must be zero or a positive finite number, got {weight_decay}")
         self.save_hyperparameters(logger=False)
         self.levels = quantile_levels(quantiles)  # [] for a point model
+        if not (isinstance(calibration_window, (int, float)) and 0 < calibration_window <= 1):
+            raise InputError(f"model.calibration_window={calibration_window}: give a share of the validation windows in (0, 1]")
         if self.levels and network in QUANTILE_NETWORKS:  # the network emits the levels
             net = {**net, "quantiles": self.levels}
         self.net_kwargs = {"network": network, **net}

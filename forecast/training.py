@@ -135,7 +135,7 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
         module.net, data.scaler, data.inputs, data.targets, data.report.freq, {**module.net_kwargs, **data.model_args()}, module.levels
     )
     if forecaster.levels:  # split-conformal offsets per step and target from the validation windows (forecast/quantiles.py)
-        forecaster.calibrate(*forecaster.windows(data.frame, data.datasets["val"].origins))
+        forecaster.calibrate(*forecaster.windows(data.frame, recent(data.datasets["val"].origins, module.hparams.calibration_window)))
     started = time.perf_counter()
     test = evaluate.forecast_test(forecaster, data.frame, data.datasets["test"].origins)
     predict_s = time.perf_counter() - started  # every test window, as the peers benchmark times it
@@ -214,6 +214,11 @@ def log_evaluation(tmp: Path, data, test: evaluate.TestForecasts) -> None:
     for frame, name in ((steps, "test_by_step.parquet"), (windows, "test_by_window.parquet"), (example, "example_window.parquet")):
         frame.to_parquet(tmp / name, index=False)
         mlflow.log_artifact(str(tmp / name), "evaluation")
+
+
+def recent(origins: np.ndarray, share: float) -> np.ndarray:
+    """The most recent `share` of the windows (at least one)."""
+    return origins[len(origins) - max(1, round(len(origins) * share)) :]
 
 
 def warm_start(net: torch.nn.Module, model_uri: str) -> None:

@@ -39,6 +39,12 @@ def test_pinball_loss_values():
     assert quantiles.PinballLoss([0.5])(pred[..., 1:2], torch.tensor([[[0.0]]])).item() == pytest.approx(1.0)  # half the MAE
 
 
+def test_calibration_window_takes_the_most_recent_share_and_refuses_others():
+    assert training.recent(np.arange(100), 0.25).tolist() == list(range(75, 100)) and len(training.recent(np.arange(3), 0.01)) == 1
+    with pytest.raises(InputError, match="model.calibration_window=0"):
+        config.build(compose_train("+model.calibration_window=0").model, lookback=48, horizon=24, n_inputs=1, target_index=[0])
+
+
 def test_levels_are_sorted_with_the_median_and_bad_levels_are_input_errors():
     assert quantiles.levels([0.9, 0.1]) == [0.1, 0.5, 0.9] and quantiles.levels(None) == [] and quantiles.levels([]) == []
     assert quantiles.intervals(quantiles.levels([0.025, 0.1, 0.9, 0.975])) == [(0, 4, "95"), (1, 3, "80")]
