@@ -23,11 +23,6 @@ import argparse
 import dataclasses
 import os
 
-import mlflow
-from mlflow import MlflowClient
-
-from benchmarks.sweep import latest, machine, multirun, write
-
 EXPERIMENT = "quantile-benchmark"
 LEVELS = [0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975]  # intervals 95, 90, 80, 50
 QUANTILE_MODELS, POINT_MODELS = "gru,lstm,linear,last_value", "gru,lstm"
@@ -46,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table-only", action="store_true", help="tabulate what the MLflow experiment holds")
     parser.add_argument("hydra", nargs="*", help="extra overrides for forecast.train, after --")
     args = parser.parse_args(argv)
+    from benchmarks.sweep import multirun  # here, not at the top: benchmarks.peers imports LEVELS without MLflow
+
     if not args.table_only:
         common = [
             f"data={args.datasets}",
@@ -64,6 +61,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def runs(lookback: int) -> list[dict]:
     """One row per finished run of the experiment at `lookback`, the newest of each (dataset, H, model, variant, seed)."""
+    from mlflow import MlflowClient
+
+    from benchmarks.sweep import latest
+
     client = MlflowClient(os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db")
     found = client.get_experiment_by_name(EXPERIMENT)
     if found is None:
@@ -94,6 +95,8 @@ def recalibrated(row: dict) -> dict:
     """The logged model's test coverage without its calibration offsets (the network's own quantiles; not for a
     baseline, whose levels come from calibration alone), and calibrated on the most recent RECENT of the
     validation windows only (`model.calibration_window`) instead of all of them."""
+    import mlflow
+    from mlflow import MlflowClient
     from omegaconf import OmegaConf
 
     from forecast import config, evaluate, pyfunc, scoring
@@ -115,6 +118,8 @@ def recalibrated(row: dict) -> dict:
 
 
 def tabulate(lookback: int) -> None:
+    from benchmarks.sweep import machine, write
+
     found = sorted(runs(lookback), key=lambda r: (r["dataset"], r["horizon"], r["model"], r["variant"]))
     point = {(r["dataset"], r["horizon"], r["model"], r["seed"]): r for r in found if r["variant"] == "point"}
     lines = [
