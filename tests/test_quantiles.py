@@ -242,7 +242,8 @@ def test_predict_writes_the_quantile_columns(tmp_path):
     done = run_cli("forecast.predict", "model_uri=models:/forecast/1", "output=next.csv", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     out = pd.read_csv(tmp_path / "next.csv")
-    assert list(out.columns)[:8] == ["last_reading", "timestamp", "power_kw", *(f"power_kw:q{q:g}" for q in LEVELS), "outdoor_temp_c"]
+    targets = ["outdoor_temp_c", "indoor_temp_c", "humidity_pct", "co2_ppm", "power_kw"]
+    assert list(out.columns) == ["last_reading", "timestamp", *(c for t in targets for c in [t, *(f"{t}:q{q:g}" for q in LEVELS)])]
     done = run_cli("forecast.predict", "model_uri=models:/forecast/1", "output=back.csv", "span=test", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "crps " in done.stdout and "power_kw:q0.05" in pd.read_csv(tmp_path / "back.csv").columns
