@@ -2,13 +2,15 @@
 
 Every forecast goes through `Forecaster.forecast` (raw readings in, forecasts in data units out):
 the test evaluation of a training, `predict`, retrain's holdout, the served model and the
-benchmarks. Saved as one torch file (the bundle) that a CPU loads with nothing else at hand.
+benchmarks. With quantiles, `Forecaster.forecast_quantiles` gives the calibrated levels beside it;
+both run the network through one helper. Saved as one torch file (the bundle) that a CPU loads with
+nothing else at hand.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from pandas.tseries.frequencies import to_offset
 
+from forecast import quantiles
 from forecast.errors import InputError
 from forecast.networks import build_network
 from forecast.windows import Scaler
@@ -31,6 +34,11 @@ class Forecaster:
     inputs: the network's input columns, in order; targets: the forecast columns, each one of them.
     freq: the step of the series it was trained on ("30min").
     net_args: the arguments that rebuild `net` (`forecast.networks.build_network`).
+    levels: the quantile levels it forecasts (0.5 among them), [] for a point model. A network that
+        emits them maps to [B, H, T, Q]; a point network (last value, seasonal naive) gets them from
+        the calibration offsets alone.
+    offsets: the calibration [H, T, Q] on standardised values (`forecast.quantiles.calibrate`),
+        None before `calibrate`.
     """
 
     net: torch.nn.Module
@@ -39,6 +47,8 @@ class Forecaster:
     targets: list[str]
     freq: str
     net_args: dict
+    levels: list[float] = field(default_factory=list)
+    offsets: np.ndarray | None = None
 
     @property
     def lookback(self) -> int:
@@ -58,19 +68,55 @@ class Forecaster:
         """Position of each target among the inputs."""
         return [self.inputs.index(name) for name in self.targets]
 
-    @torch.no_grad()
     def forecast(self, raw: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Raw input windows [N, L, C] (columns in `inputs` order) -> forecasts [N, H, T] in data units.
 
-        Runs on the device the network lives on, `batch_size` windows at a time.
+        Runs on the device the network lives on, `batch_size` windows at a time. With quantiles this
+        is the network's median.
         """
+        standardised = self._standardised(raw, batch_size)  # [N, H, T] or [N, H, T, Q]
+        if standardised.ndim == 4:
+            standardised = standardised[..., quantiles.median_index(self.levels)]  # [N, H, T]
+        return self.scaler.inverse(standardised, self.target_index)
+
+    def forecast_quantiles(self, raw: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Raw input windows [N, L, C] -> calibrated, non-crossing quantiles [N, H, T, Q] in data units, at `levels`."""
+        if not self.levels:
+            raise InputError("this model forecasts points only; train it with model.quantiles=[0.1,0.5,0.9] for quantiles")
+        calibrated = quantiles.apply(self._uncalibrated(raw, batch_size), self.offsets)  # [N, H, T, Q] standardised
+        t = self.target_index
+        return calibrated * self.scaler.std[t][:, None] + self.scaler.mean[t][:, None]
+
+    def calibrate(self, raw: np.ndarray, actual: np.ndarray) -> np.ndarray:
+        """Calibrate the levels on held-out windows (the validation span): raw [N, L, C], actual [N, H, T] data units.
+
+        Sets and returns `offsets` [H, T, Q] (split-conformal per step and target, `forecast.quantiles`).
+        """
+        t = self.target_index
+        truth = (actual - self.scaler.mean[t]) / self.scaler.std[t]  # [N, H, T] standardised
+        self.offsets = quantiles.calibrate(self._uncalibrated(raw), self.levels, truth)
+        return self.offsets
+
+    def _uncalibrated(self, raw: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """The network's quantiles [N, H, T, Q] on standardised values; a point network's forecast at every level."""
+        standardised = self._standardised(raw, batch_size)
+        if standardised.ndim == 3:
+            return np.repeat(standardised[..., None], len(self.levels), axis=-1)  # [N, H, T, Q]
+        return standardised
+
+    @torch.no_grad()
+    def _standardised(self, raw: np.ndarray, batch_size: int) -> np.ndarray:
+        """The one path through the network: raw windows [N, L, C] -> its output on standardised values,
+        [N, H, T] for a point network, [N, H, T, Q] for one that emits quantiles."""
         self.net.eval()
         device, out = self.device, []
         for start in range(0, len(raw), batch_size):
             x = torch.from_numpy(self.scaler.transform(raw[start : start + batch_size], np.float32))  # [b, L, C]
-            out.append(self.net(x.to(device)).float().cpu().numpy())  # [b, H, T]
-        standardised = np.concatenate(out).astype(np.float64) if out else np.empty((0, self.horizon, len(self.targets)))
-        return self.scaler.inverse(standardised, self.target_index)
+            out.append(self.net(x.to(device)).float().cpu().numpy())  # [b, H, T] or [b, H, T, Q]
+        if out:
+            return np.concatenate(out).astype(np.float64)
+        emits = quantiles.levels(self.net_args.get("quantiles"))
+        return np.empty((0, self.horizon, len(self.targets), *([len(emits)] if emits else [])))
 
     def windows(self, frame: pd.DataFrame, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Input windows [N, L, C] (rows [t-L, t)) and actual values [N, H, T] (rows [t, t+H)) from each origin t.
@@ -110,6 +156,8 @@ class Forecaster:
                 "inputs": list(self.inputs),
                 "targets": list(self.targets),
                 "freq": self.freq,
+                "levels": list(self.levels),
+                "offsets": None if self.offsets is None else torch.from_numpy(np.asarray(self.offsets, dtype=np.float64)),
             },
             path,
         )
@@ -117,10 +165,23 @@ class Forecaster:
 
     @classmethod
     def load(cls, path: str | Path) -> Forecaster:
-        """The bundle written by `save`, on the CPU; read without unpickling code (weights_only)."""
+        """The bundle written by `save`, on the CPU; read without unpickling code (weights_only).
+
+        A bundle from before quantiles (no `levels`, no `offsets`) loads as a point model.
+        """
         b = torch.load(path, map_location="cpu", weights_only=True)
         net = build_network(**b["net_args"])
         net.load_state_dict(b["state_dict"])
         net.eval()
         scaler = Scaler(mean=np.asarray(b["mean"]), std=np.asarray(b["std"]))
-        return cls(net, scaler, list(b["inputs"]), list(b["targets"]), b["freq"], dict(b["net_args"]))
+        offsets = b.get("offsets")
+        return cls(
+            net,
+            scaler,
+            list(b["inputs"]),
+            list(b["targets"]),
+            b["freq"],
+            dict(b["net_args"]),
+            [float(q) for q in b.get("levels", [])],
+            None if offsets is None else offsets.numpy(),
+        )

@@ -35,6 +35,7 @@ from forecast.networks import count_parameters
 from forecast.plot import plot_test_forecasts
 from forecast.pyfunc import ForecastPyfunc
 from forecast.pyfunc import load as load_model
+from forecast.quantiles import label
 
 
 def train(cfg: DictConfig, output_dir: Path, command: str, extra_callbacks: Sequence[Callback] = ()) -> float | None:
@@ -99,7 +100,9 @@ def train(cfg: DictConfig, output_dir: Path, command: str, extra_callbacks: Sequ
         f"({metrics['model/recurrent_params']:,.0f} recurrent) | {fitted} | "
         f"test MAE {metrics['test/mae']:.4g} RMSE {metrics['test/rmse']:.4g} "
         f"MSE(scaled) {metrics['test/mse_scaled']:.4f} vs last value {metrics['baseline/mse_scaled']:.4f} | "
-        f"run {run.info.run_id}"
+        + "".join(f"{k.removeprefix('test/')} {v:.4f} " for k, v in metrics.items() if k.startswith(("test/crps", "test/coverage_")))
+        + ("| " if "test/crps" in metrics else "")
+        + f"run {run.info.run_id}"
     )
     print(tracking.ui_hint(experiment_id))
     return float(best.best_model_score) if best.best_model_score is not None else None
@@ -132,10 +135,13 @@ def check_settings(cfg: DictConfig) -> None:
 
 
 def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float]:
-    """Test the restored best model and log metrics, report, plot and the servable model."""
+    """Calibrate the quantiles (if any) on the validation span, test the restored best model, and log
+    metrics, report, plot and the servable model."""
     forecaster = Forecaster(
-        module.net, data.scaler, data.inputs, data.targets, data.report.freq, {**module.net_kwargs, **data.model_args()}
+        module.net, data.scaler, data.inputs, data.targets, data.report.freq, {**module.net_kwargs, **data.model_args()}, module.levels
     )
+    if forecaster.levels:  # split-conformal offsets per step and target from the validation windows (forecast/quantiles.py)
+        forecaster.calibrate(*forecaster.windows(data.frame, recent(data.datasets["val"].origins, module.hparams.calibration_window)))
     started = time.perf_counter()
     test = evaluate.forecast_test(forecaster, data.frame, data.datasets["test"].origins)
     predict_s = time.perf_counter() - started  # every test window, as the peers benchmark times it
@@ -165,9 +171,10 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
         tmp = Path(tmp)
         actual = data.frame[data.targets].to_numpy()
         title = f"{module.architecture} on {data.name}: test forecasts (every {data.horizon}-step window)"
-        mlflow.log_artifact(
-            plot_test_forecasts(data.frame.index, actual, test.origins, test.pred, data.targets, title, tmp / "forecast_test.png"), "plots"
+        plot = plot_test_forecasts(
+            data.frame.index, actual, test.origins, test.pred, data.targets, title, tmp / "forecast_test.png", test.quantiles, test.levels
         )
+        mlflow.log_artifact(plot, "plots")
         log_evaluation(tmp, data, test)
 
         forecaster.net.cpu()
@@ -208,9 +215,16 @@ def log_evaluation(tmp: Path, data, test: evaluate.TestForecasts) -> None:
     example = data.frame.iloc[last - data.lookback : last + data.horizon][data.targets].reset_index()
     for k, name in enumerate(data.targets):
         example[f"{name}:forecast"] = np.concatenate([np.full(data.lookback, np.nan), test.pred[-1, :, k]])
+        for j, q in enumerate(test.levels):  # quantiles: `<target>:forecast:q<level>`
+            example[f"{name}:forecast:q{label(q)}"] = np.concatenate([np.full(data.lookback, np.nan), test.quantiles[-1, :, k, j]])
     for frame, name in ((steps, "test_by_step.parquet"), (windows, "test_by_window.parquet"), (example, "example_window.parquet")):
         frame.to_parquet(tmp / name, index=False)
         mlflow.log_artifact(str(tmp / name), "evaluation")
+
+
+def recent(origins: np.ndarray, share: float) -> np.ndarray:
+    """The most recent `share` of the windows (at least one)."""
+    return origins[len(origins) - max(1, round(len(origins) * share)) :]
 
 
 def warm_start(net: torch.nn.Module, model_uri: str) -> None:
