@@ -75,7 +75,7 @@ def forecast_split(forecaster: Forecaster, data, split: str = "test") -> TestFor
     raw, actual, scaler, s = device_windows(forecaster, data, np.arange(len(data.datasets[split])), split)
     pred = forecaster.forecast(raw, scaler=scaler, series=s if getattr(forecaster.net, "series", None) is not None else None)
     last = scoring.last_value(raw, forecaster.target_index, data.horizon)
-    return TestForecasts(data.datasets[split].origins, pred, actual, last, scaler.std[..., forecaster.target_index], s)
+    return TestForecasts(data.datasets[split].origins, pred, actual, last, scaler.std[..., forecaster.target_index], series=s)
 
 
 def fleet_test(forecaster: Forecaster, data, chunk: int = 65_536) -> FleetTest:

@@ -273,10 +273,10 @@ def _forecaster(net, data) -> Forecaster:
         data.targets,
         "1h",
         {},
-        data.series_columns,
-        list(data.fleet.ids.itertuples(index=False, name=None)),
-        data.mean,
-        data.std,
+        series_columns=data.series_columns,
+        series_ids=list(data.fleet.ids.itertuples(index=False, name=None)),
+        series_mean=data.mean,
+        series_std=data.std,
     )
 
 
