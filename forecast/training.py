@@ -55,13 +55,13 @@ def train(cfg: DictConfig, output_dir: Path, command: str, extra_callbacks: Sequ
     trainer = config.build(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(output_dir))
     data = config.build(cfg.data)
     say(*data.report.lines(), f"windows: {data.windows}")
+    if getattr(data, "fleet", None) is not None and cfg.model.get("quantiles"):
+        raise InputError("model.quantiles is not supported with data=fleet yet.\nSet model.quantiles=null for a fleet.")
     experiment_id = None
     if tracking.is_rank_zero():
         experiment_id = tracking.connect(cfg.tracking.experiment)
         tracking.mark_dead_runs(MlflowClient(), experiment_id)  # this host's runs whose process is gone: KILLED
     module = config.build(cfg.model, **data.model_args())
-    if getattr(data, "fleet", None) is not None and module.levels:
-        raise InputError("model.quantiles is not supported with data=fleet yet.\nSet model.quantiles=null for a fleet.")
     if cfg.get("init_from"):  # warm start: +init_from=<model URI> (python -m forecast.retrain warm_start=true)
         warm_start(module.net, cfg.init_from)
 

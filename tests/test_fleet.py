@@ -364,3 +364,18 @@ def test_training_scores_every_device(tmp_path):
     assert "plots/worst_series.png" in artifacts
     windows = pd.read_parquet(client.download_artifacts(run.info.run_id, "evaluation/test_by_window.parquet", str(tmp_path)))
     assert windows["origin"].is_unique and list(windows.columns[:3]) == ["origin", "timestamp", "series"]  # pairs windows across runs
+
+
+def test_quantiles_with_a_fleet_are_refused_before_any_run(tmp_path):
+    write(make_fleet(devices=2), tmp_path / "f.csv")
+    overrides = ["data=fleet", f"data.path={tmp_path / 'f.csv'}", "data.lookback=24", "data.horizon=12", "model.quantiles=[0.1,0.9]"]
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with pytest.raises(InputError, match=r"model.quantiles is not supported with data=fleet yet"):
+            training.train(cfg, tmp_path / "outputs", "test")
+    finally:
+        os.chdir(cwd)
+    assert not (tmp_path / "mlflow.db").exists()  # refused before any run or store exists
