@@ -368,7 +368,8 @@ def test_training_scores_every_device(tmp_path):
 
 def test_quantiles_with_a_fleet_are_refused_before_any_run(tmp_path):
     write(make_fleet(devices=2), tmp_path / "f.csv")
-    overrides = ["data=fleet", f"data.path={tmp_path / 'f.csv'}", "data.lookback=24", "data.horizon=12", "model.quantiles=[0.1,0.9]"]
+    overrides = ["data=fleet", f"data.path={tmp_path / 'f.csv'}", "data.lookback=24", "data.horizon=12", "model.segment_len=6"]
+    overrides += ["model.quantiles=[0.1,0.9]"]
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     cwd = os.getcwd()
