@@ -3,7 +3,8 @@
 Everything comes from the tracking store (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db): the
 parent run's settings and its `speed.json` (the networks' interleaved training-step times,
 `forecast.speed`), its children's metrics and val/loss histories, and their `evaluation/`
-artifacts (errors per window and per horizon step, an example window), so a comparison trained on
+artifacts (errors per window and per horizon step, an example window; on a fleet, errors per device:
+forecast/comparison_fleet.py), so a comparison trained on
 a cluster can be reported anywhere. `python -m forecast.compare` calls `build` at its end, which
 also sets the verdict as the parent run's description in the MLflow UI.
 """
@@ -15,7 +16,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -26,7 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from forecast import speed, stats, tracking  # noqa: E402
+from forecast import comparison_fleet, speed, stats, tracking  # noqa: E402
 from forecast.errors import InputError  # noqa: E402
 
 # (label, metric, digits): the per-architecture table, mean ± std over seeds
@@ -68,6 +69,7 @@ class Comparison:
     example: dict[str, pd.DataFrame]  # run id -> the last test window, actual and forecast
     val_loss: dict[str, list[float]]  # run id -> val/loss per epoch
     speed: dict | None  # the parent's speed.json (forecast.speed.measure_comparison), if measured
+    by_series: dict[str, pd.DataFrame] = field(default_factory=dict)  # run id -> a fleet's per-series scores (comparison_fleet)
 
 
 def collect(client: MlflowClient, parent_id: str) -> Comparison:
@@ -77,7 +79,7 @@ def collect(client: MlflowClient, parent_id: str) -> Comparison:
     )
     if not children:
         raise InputError(f"comparison {parent_id} has no finished child runs yet")
-    rows, by_window, by_step, example, val_loss = [], {}, {}, {}, {}
+    rows, by_window, by_step, example, val_loss, by_series = [], {}, {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for run in children:
             rid, m, p, t = run.info.run_id, run.data.metrics, run.data.params, run.data.tags
@@ -98,6 +100,8 @@ def collect(client: MlflowClient, parent_id: str) -> Comparison:
             by_window[rid] = pd.read_parquet(folder / "test_by_window.parquet")
             by_step[rid] = pd.read_parquet(folder / "test_by_step.parquet")
             example[rid] = pd.read_parquet(folder / "example_window.parquet")
+            if (folder / comparison_fleet.FILE).is_file():
+                by_series[rid] = pd.read_parquet(folder / comparison_fleet.FILE)
             val_loss[rid] = [x.value for x in sorted(client.get_metric_history(rid, "val/loss"), key=lambda x: x.step)]
     runs = pd.DataFrame(rows).sort_values(["condition", "architecture", "seed"], ignore_index=True)
     logged = {a.path for a in client.list_artifacts(parent_id)}
@@ -107,9 +111,8 @@ def collect(client: MlflowClient, parent_id: str) -> Comparison:
     # the plan's order (the first model is the reference); a comparison logged without one: as found
     models = [m for m in plan.get("models", []) if m in set(runs["architecture"])] or sorted(set(runs["architecture"]))
     conditions = [c for c in plan.get("conditions", ["base"]) if c in set(runs["condition"])] or sorted(set(runs["condition"]))
-    return Comparison(
-        parent, runs, models, conditions, int(children[0].data.params["data.horizon"]), by_window, by_step, example, val_loss, measured
-    )
+    horizon = int(children[0].data.params["data.horizon"])
+    return Comparison(parent, runs, models, conditions, horizon, by_window, by_step, example, val_loss, measured, by_series)
 
 
 # ---- the numbers -------------------------------------------------------------------------------------
@@ -128,6 +131,7 @@ class Verdict:
     speed: str  # the speed clause of the sentence (also when `step` is None: not measured, nothing to train)
     params_a: float  # trainable parameters, mean over seeds (0 for last_value, seasonal_naive)
     params_b: float
+    series: comparison_fleet.SeriesVerdict | None = None  # a fleet: the models paired device by device
 
     @property
     def rel_diff(self) -> float:
@@ -143,7 +147,14 @@ class Verdict:
 def window_losses(c: Comparison, condition: str, model: str) -> pd.Series:
     """Per-window scaled MSE averaged over the seeds of one model, indexed by forecast origin."""
     ids = c.runs.query("condition == @condition and architecture == @model")["run_id"]
-    return pd.concat([c.by_window[r].set_index("origin")["mse_scaled"] for r in ids], axis=1).mean(axis=1)
+    return pd.concat([per_origin(c.by_window[r]) for r in ids], axis=1).mean(axis=1)
+
+
+def per_origin(windows: pd.DataFrame) -> pd.Series:
+    """A run's per-window scaled MSE by forecast origin; a fleet's (several series per origin): the mean per forecast time."""
+    if windows["origin"].is_unique:
+        return windows.set_index("origin")["mse_scaled"]
+    return windows.groupby("timestamp")["mse_scaled"].mean()
 
 
 def verdict(c: Comparison, condition: str, a: str, b: str) -> Verdict | None:
@@ -154,6 +165,7 @@ def verdict(c: Comparison, condition: str, a: str, b: str) -> Verdict | None:
     la, lb = window_losses(c, condition, a), window_losses(c, condition, b)
     la, lb = la.align(lb, join="inner")
     step, clause = step_speed(c, condition, a, b)
+    run_ids = lambda m: list(runs.loc[runs["architecture"] == m, "run_id"])  # noqa: E731
     return Verdict(
         a,
         b,
@@ -164,6 +176,7 @@ def verdict(c: Comparison, condition: str, a: str, b: str) -> Verdict | None:
         clause,
         float(mean.loc[a, "model/params"]),
         float(mean.loc[b, "model/params"]),
+        comparison_fleet.series_verdict(c.by_series, run_ids(a), run_ids(b), a, b),
     )
 
 
@@ -199,6 +212,14 @@ def sentence(v: Verdict, dataset: str) -> str:
         accuracy = f"the {name(better)} is {gain:.1%} more accurate (its test scaled MSE is {gain:.1%} lower, {test})"
     else:
         accuracy = f"their accuracy does not differ significantly (the {name(better)}'s test scaled MSE is {gain:.1%} lower, {test})"
+    if v.series is not None:  # a fleet: the devices are the paired units
+        pooled = f"pooled over all test windows the {name(better)}'s scaled MSE is {gain:.1%} lower"
+        per_device = comparison_fleet.clause(v.series, name, p_text)
+        if v.series.test.p_value < 0.05:
+            typical = v.b if v.series.test.median_diff > 0 else v.a
+            accuracy = f"the {name(typical)} is more accurate device by device: {per_device}; {pooled}"
+        else:
+            accuracy = f"their accuracy does not differ significantly device by device ({per_device}); {pooled}"
     none = [m for m, n in ((v.a, v.params_a), (v.b, v.params_b)) if not n]
     if none:
         params = f"the {' and the '.join(map(name, none))} {'has' if len(none) == 1 else 'have'} no parameters"
@@ -256,6 +277,7 @@ def build(parent_id: str, folder: Path, log: bool = True) -> Path:
             prefix = f"verdict/{v.b}_vs_{v.a}"
             step = {f"step_time_{k}": v.step[k] for k in ("ratio", "ratio_q25", "ratio_q75")} if v.step else {}
             for key, value in {
+                **(comparison_fleet.metrics(v.series) if v.series else {}),
                 "mse_rel_diff": v.rel_diff,
                 "dm_p_value": v.test.p_value,
                 "dm_statistic": v.test.statistic,
@@ -323,6 +345,7 @@ def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, 
                 f"{v.test.p_value:.3g} | {step} | {v.params_ratio:.2f} |".replace("| nan |", "| - |")
             )
     out += ["", "Ratios are " + name(c.models[0]) + " / the other model: above 1 the other model is faster (or smaller).", ""]
+    out += comparison_fleet.section([(cond, v.series) for (cond, _), v in verdicts.items() if v and v.series], name, p_text)
     out += claims(c, verdicts)
     out += [
         f"## Measured per architecture ({dataset}, condition base, mean ± std over {base['seed'].nunique()} seeds)",

@@ -64,3 +64,78 @@ def test_fleet_profile_differs_between_weekdays_and_weekends(meters):
     weekend = office_hours["timestamp"].dt.dayofweek >= 5
     assert office_hours.loc[~weekend, "power_kw"].mean() > office_hours.loc[weekend, "power_kw"].mean()
     assert np.isfinite(meters["power_kw"].dropna()).all()
+
+
+# --- the comparison report, device by device (forecast/comparison_fleet.py)
+
+
+def test_wilcoxon_signed_rank_exact_and_approximate():
+    from forecast import stats
+
+    assert stats.wilcoxon_signed_rank([1, 2, 3, 4, 5], [2, 3, 4, 5, 6]).p_value == pytest.approx(2 / 32)  # all 5 one way
+    assert stats.wilcoxon_signed_rank([1, 2, 3, 4], [2, 1, 4, 3]).p_value == pytest.approx(1.0)
+    assert stats.wilcoxon_signed_rank([1, 1, 1], [1, 1, 1]).n == 0
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 150), rng.normal(0.2, 1, 150)
+    exact = stats.wilcoxon_signed_rank(a, b)
+    stats.EXACT_PAIRS, kept = 0, stats.EXACT_PAIRS
+    try:
+        approx = stats.wilcoxon_signed_rank(a, b)
+    finally:
+        stats.EXACT_PAIRS = kept
+    assert exact.exact and not approx.exact and approx.p_value == pytest.approx(exact.p_value, abs=0.005)
+
+
+def fake_comparison(n_devices: int, gru_better: int, seeds: int = 2):
+    """A Comparison of gru and lstm on a fleet, as collect() would read it, with GRU better on `gru_better` devices."""
+    from types import SimpleNamespace
+
+    from forecast.comparison_report import Comparison
+
+    rng = np.random.default_rng(1)
+    devices = [f"m{i:03d}" for i in range(n_devices)]
+    base = rng.uniform(0.2, 1.0, n_devices)
+    rows, by_series, by_window = [], {}, {}
+    for arch, sign in (("gru", -1), ("lstm", 1)):
+        for seed in range(seeds):
+            rid = f"{arch}{seed}"
+            shift = np.where(np.arange(n_devices) < gru_better, 0.05, -0.05) * sign
+            mse = base + shift + rng.normal(0, 0.001, n_devices)
+            by_series[rid] = pd.DataFrame({"site": "s1", "device": devices, "windows": 10, "mae": mse, "rmse": mse, "mse_scaled": mse})
+            by_window[rid] = pd.DataFrame(  # several devices per origin, as a fleet writes them
+                {
+                    "origin": np.repeat(np.arange(5), n_devices),
+                    "timestamp": np.repeat(np.arange(5), n_devices),
+                    "mse_scaled": np.tile(mse, 5),
+                }
+            )
+            rows.append(
+                {"run_id": rid, "condition": "base", "architecture": arch, "seed": seed, "test/mse_scaled": mse.mean(), "model/params": 100}
+            )
+    parent = SimpleNamespace(info=SimpleNamespace(run_id="parent"), data=SimpleNamespace(params={}, tags={}))
+    return Comparison(parent, pd.DataFrame(rows), ["gru", "lstm"], ["base"], 24, by_window, {}, {}, {}, None, by_series)
+
+
+def test_the_report_pairs_gru_and_lstm_device_by_device():
+    from forecast import comparison_report as report
+
+    c = fake_comparison(60, gru_better=50)
+    v = report.verdict(c, "base", "gru", "lstm")
+    assert v.series is not None and v.series.n == 60 and v.series.ids == ["site", "device"]
+    assert (v.series.wins_a, v.series.wins_b) == (50, 10) and v.series.test.p_value < 0.001
+    text = report.sentence(v, "meters")
+    assert "the GRU is more accurate device by device: across 60 devices the GRU has the lower test scaled MSE on 50 (83%)" in text
+    assert "and the LSTM on 10 (Wilcoxon signed-rank p < 0.001)" in text
+    section = "\n".join(report.comparison_fleet.section([("base", v.series)], report.name, report.p_text))
+    assert "| base | a = GRU, b = LSTM | 60 | 50 / 10 / 0 |" in section
+
+
+def test_an_even_fleet_is_no_significant_difference_and_a_single_series_has_no_pairing():
+    from forecast import comparison_report as report
+
+    v = report.verdict(fake_comparison(40, gru_better=20), "base", "gru", "lstm")
+    assert v.series.test.p_value > 0.05 and "do not differ significantly device by device" not in report.sentence(v, "m")
+    assert "their accuracy does not differ significantly device by device (across 40 devices" in report.sentence(v, "m")
+    c = fake_comparison(40, gru_better=30)
+    c.by_series.clear()  # a single-series comparison logs no test_by_series.parquet
+    assert report.verdict(c, "base", "gru", "lstm").series is None
