@@ -16,6 +16,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
@@ -192,6 +193,30 @@ def decide(
     if gain > margin:
         return Decision(best, f"{best} is better by more than the margin of {margin:.1%}: {versus}", left_out)
     return Decision(None, f"best challenger {best} is not better by more than the margin of {margin:.1%}: {versus}", left_out)
+
+
+def lost_badly(by_series: pd.DataFrame, ids: list[str], scores: dict[str, float], reference: str, ratio: float) -> dict[str, pd.DataFrame]:
+    """Per challenger that beats `reference` on average: the devices where it loses badly to it (a pure function).
+
+    by_series: one row per device of the holdout: its id column(s) `ids`, then each contender's
+    per-device metric in a column named for it (`baseline`, `champion`, the challengers). scores: each
+    challenger's metric over the whole holdout, and the reference's under its own name. A device is
+    lost badly when the challenger's metric there exceeds `ratio` x the reference's. Returns, for
+    each challenger better than the reference on average, those devices worst first (columns: ids,
+    the challenger's and the reference's metric, `ratio`); a challenger no better on average is not
+    checked (it does not win).
+    """
+    out = {}
+    for name, score in scores.items():
+        if name == reference or name not in by_series or not (math.isfinite(score) and score < scores[reference]):
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            times = by_series[name] / by_series[reference]  # [devices]
+        bad = by_series[name] > ratio * by_series[reference]
+        out[name] = (
+            by_series.loc[bad, [*ids, name, reference]].assign(ratio=times[bad]).sort_values("ratio", ascending=False, ignore_index=True)
+        )
+    return out
 
 
 def promote(

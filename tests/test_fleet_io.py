@@ -139,3 +139,23 @@ def test_an_even_fleet_is_no_significant_difference_and_a_single_series_has_no_p
     c = fake_comparison(40, gru_better=30)
     c.by_series.clear()  # a single-series comparison logs no test_by_series.parquet
     assert report.verdict(c, "base", "gru", "lstm").series is None
+
+
+# --- retrain, device by device (forecast/promotion.py)
+
+
+def test_lost_badly_names_the_devices_a_winning_challenger_loses_badly():
+    from forecast.promotion import lost_badly
+
+    by_series = pd.DataFrame(
+        {
+            "device": ["a", "b", "c", "d"],
+            "champion": [1.0, 1.0, 1.0, 0.0],
+            "gru": [0.5, 0.5, 2.5, 0.1],  # better on average, but 2.5x worse on c (and worse than a perfect champion on d)
+            "lstm": [3.0, 3.0, 3.0, 3.0],  # worse on average: not a winner, not checked
+        }
+    )
+    found = lost_badly(by_series, ["device"], {"champion": 0.75, "gru": 0.9 - 0.2, "lstm": 3.0}, "champion", ratio=2.0)
+    assert list(found) == ["gru"]
+    assert list(found["gru"]["device"]) == ["d", "c"] and found["gru"]["ratio"].tolist() == [np.inf, 2.5]
+    assert lost_badly(by_series, ["device"], {"champion": 0.75, "gru": 0.7}, "champion", ratio=3.0)["gru"]["device"].tolist() == ["d"]
