@@ -70,6 +70,10 @@ class FleetReport:
     id_columns: list[str] = field(default_factory=list)
 
     @property
+    def freq(self) -> str:
+        return self.data.freq
+
+    @property
     def kept(self) -> pd.DataFrame:
         return self.devices[self.devices["status"] == "kept"]
 

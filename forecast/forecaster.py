@@ -8,7 +8,8 @@ benchmarks. Saved as one torch file (the bundle) that a CPU loads with nothing e
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,15 @@ class Forecaster:
     inputs: the network's input columns, in order; targets: the forecast columns, each one of them.
     freq: the step of the series it was trained on ("30min").
     net_args: the arguments that rebuild `net` (`forecast.networks.build_network`).
+
+    A fleet model (forecast/fleet_datamodule.py) also carries:
+    series_columns: the id column(s) of a device ([] for a single-series model).
+    series_ids: the id of every device seen in training (tuples in series_columns order), in the
+        order of the network's device embedding when it has one.
+    series_mean, series_std: [D, C] the scaler of each seen device, fitted on its training span.
+    `scaler` is then the per-column median of those: what `forecast` uses without a per-window scaler.
+    Cold start: a device not seen in training is scaled on its own readings, the history a request
+    sends (`series_scaler`), and given device number -1 (the embedding's mean vector, if any).
     """
 
     net: torch.nn.Module
@@ -39,6 +49,10 @@ class Forecaster:
     targets: list[str]
     freq: str
     net_args: dict
+    series_columns: list[str] = field(default_factory=list)
+    series_ids: list[tuple] = field(default_factory=list)
+    series_mean: np.ndarray | None = None
+    series_std: np.ndarray | None = None
 
     @property
     def lookback(self) -> int:
@@ -58,19 +72,54 @@ class Forecaster:
         """Position of each target among the inputs."""
         return [self.inputs.index(name) for name in self.targets]
 
-    @torch.no_grad()
-    def forecast(self, raw: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    def forecast(
+        self, raw: np.ndarray, batch_size: int = 1024, scaler: Scaler | None = None, series: np.ndarray | None = None
+    ) -> np.ndarray:
         """Raw input windows [N, L, C] (columns in `inputs` order) -> forecasts [N, H, T] in data units.
 
-        Runs on the device the network lives on, `batch_size` windows at a time.
+        scaler: each window's own scaler (a fleet's device scalers: mean and std [N, 1, C]); None:
+        the model's one scaler. series: [N] each window's device number for a device embedding
+        (-1: unseen); None: no device. Runs on the device the network lives on, `batch_size` windows at a time.
         """
+        scaler = scaler or self.scaler
+        standardised = self._standardised(raw, batch_size, scaler, series)  # [N, H, T]
+        t = self.target_index
+        return standardised * scaler.std[..., t] + scaler.mean[..., t]
+
+    @torch.no_grad()
+    def _standardised(self, raw: np.ndarray, batch_size: int, scaler: Scaler, series: np.ndarray | None) -> np.ndarray:
+        """The network's standardised output [N, H, T] (float64) for raw windows [N, L, C]."""
         self.net.eval()
-        device, out = self.device, []
+        device, out, per_window = self.device, [], scaler.mean.ndim == 3
         for start in range(0, len(raw), batch_size):
-            x = torch.from_numpy(self.scaler.transform(raw[start : start + batch_size], np.float32))  # [b, L, C]
-            out.append(self.net(x.to(device)).float().cpu().numpy())  # [b, H, T]
-        standardised = np.concatenate(out).astype(np.float64) if out else np.empty((0, self.horizon, len(self.targets)))
-        return self.scaler.inverse(standardised, self.target_index)
+            stop = min(start + batch_size, len(raw))
+            part = Scaler(scaler.mean[start:stop], scaler.std[start:stop]) if per_window else scaler
+            x = torch.from_numpy(part.transform(raw[start:stop], np.float32)).to(device)  # [b, L, C]
+            if series is not None and getattr(self.net, "series", None) is not None:
+                y = self.net(x, torch.as_tensor(series[start:stop], dtype=torch.long, device=device))
+            else:
+                y = self.net(x)
+            out.append(y.float().cpu().numpy())  # [b, H, T]
+        return np.concatenate(out).astype(np.float64) if out else np.empty((0, self.horizon, len(self.targets)))
+
+    def series_index(self, ids: list[tuple]) -> np.ndarray:
+        """[N] the device number of each id (a tuple in series_columns order); -1 for a device not seen in training."""
+        known = {tuple(map(str, key)): d for d, key in enumerate(self.series_ids)}
+        return np.array([known.get(tuple(map(str, key)), -1) for key in ids], dtype=np.int64)
+
+    def series_scaler(self, index: np.ndarray, history: list[np.ndarray]) -> Scaler:
+        """Scaler [N, 1, C] of each window: its seen device's (index >= 0), else fitted on its own history [n, C] (cold start)."""
+        mean, std = np.empty((len(index), 1, len(self.inputs))), np.empty((len(index), 1, len(self.inputs)))
+        for i, (d, rows) in enumerate(zip(index, history)):
+            if d >= 0 and self.series_mean is not None:
+                mean[i, 0], std[i, 0] = self.series_mean[d], self.series_std[d]
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    own = Scaler.fit(np.asarray(rows, dtype=np.float64))
+                mean[i, 0] = np.where(np.isfinite(own.mean), own.mean, self.scaler.mean)
+                std[i, 0] = np.where(np.isfinite(own.std), own.std, self.scaler.std)
+        return Scaler(mean, std)
 
     def windows(self, frame: pd.DataFrame, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Input windows [N, L, C] (rows [t-L, t)) and actual values [N, H, T] (rows [t, t+H)) from each origin t.
@@ -110,6 +159,10 @@ class Forecaster:
                 "inputs": list(self.inputs),
                 "targets": list(self.targets),
                 "freq": self.freq,
+                "series_columns": list(self.series_columns),
+                "series_ids": [list(map(str, key)) for key in self.series_ids],
+                "series_mean": None if self.series_mean is None else np.asarray(self.series_mean, np.float64).tolist(),
+                "series_std": None if self.series_std is None else np.asarray(self.series_std, np.float64).tolist(),
             },
             path,
         )
@@ -123,4 +176,10 @@ class Forecaster:
         net.load_state_dict(b["state_dict"])
         net.eval()
         scaler = Scaler(mean=np.asarray(b["mean"]), std=np.asarray(b["std"]))
-        return cls(net, scaler, list(b["inputs"]), list(b["targets"]), b["freq"], dict(b["net_args"]))
+        fleet = {
+            "series_columns": list(b.get("series_columns") or []),
+            "series_ids": [tuple(key) for key in b.get("series_ids") or []],
+            "series_mean": None if b.get("series_mean") is None else np.asarray(b["series_mean"]),
+            "series_std": None if b.get("series_std") is None else np.asarray(b["series_std"]),
+        }
+        return cls(net, scaler, list(b["inputs"]), list(b["targets"]), b["freq"], dict(b["net_args"]), **fleet)

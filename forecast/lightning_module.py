@@ -36,6 +36,8 @@ class ForecastModule(L.LightningModule):
             reports MSE, the benchmark metric.
         network: which network: "recurrent" (`forecast.recurrent.RecurrentNet`), or a baseline:
             "linear", "last_value", "seasonal_naive" (`forecast.baselines`).
+        n_series: devices of a fleet (from the data); passed to a network with a device embedding
+            (model.series_embedding=true), ignored otherwise.
         **net: the network's hyper-parameters (cell, hidden_size, ...), see its class.
     """
 
@@ -50,6 +52,7 @@ class ForecastModule(L.LightningModule):
         schedule: str = "cosine",
         loss: str = "mae",
         network: str = "recurrent",
+        n_series: int = 0,
         **net,
     ):
         super().__init__()
@@ -62,23 +65,31 @@ class ForecastModule(L.LightningModule):
         if not 0 <= weight_decay < math.inf:
             raise InputError(f"model.weight_decay must be zero or a positive finite number, got {weight_decay}")
         self.save_hyperparameters(logger=False)
+        net |= {"n_series": n_series} if net.get("series_embedding") else {}
         self.net_kwargs = {"network": network, **net}
+        shapes = {"n_inputs": n_inputs, "target_index": list(target_index), "lookback": lookback, "horizon": horizon}
+        self.net_args = {**self.net_kwargs, **shapes}  # what rebuilds the network (forecast.networks.build_network)
         self.net = build_network(network, n_inputs=n_inputs, target_index=target_index, lookback=lookback, horizon=horizon, **net)
         self.architecture = architecture(network, self.net)
         self.loss = LOSSES[loss]()
+        self.cell_loss = LOSSES[loss](reduction="none")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, series: torch.Tensor | None = None) -> torch.Tensor:
+        if series is not None and getattr(self.net, "series", None) is not None:
+            return self.net(x, series)  # [B, L, C], [B] device numbers -> [B, H, T]
         return self.net(x)  # [B, L, C] -> [B, H, T]
 
     def training_step(self, batch, batch_idx):
-        x, y = batch  # [B, L, C], [B, H, T]
-        loss = self.loss(self(x), y)
+        x, y, *series = batch  # [B, L, C], [B, H, T] (a fleet's: NaN where masked), [B] device numbers (fleets)
+        pred = self(x, *series)
+        loss = self.loss(pred, y) if not series else _masked(self.cell_loss, pred, y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
         return loss
 
     def validation_step(self, batch, batch_idx):
-        x, y = batch
-        mse = nn.functional.mse_loss(self(x), y)
+        x, y, *series = batch
+        pred = self(x, *series)
+        mse = nn.functional.mse_loss(pred, y) if not series else _masked(nn.MSELoss(reduction="none"), pred, y)
         self.log("val/loss", mse, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
 
     def configure_optimizers(self):
@@ -91,6 +102,13 @@ class ForecastModule(L.LightningModule):
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val/loss"}}
         return optimizer
+
+
+def _masked(loss: nn.Module, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean of an element-wise loss over the cells where y is not NaN (masked fleet channels); no host sync."""
+    valid = ~torch.isnan(y)  # [B, H, T]
+    cells = loss(pred, torch.where(valid, y, pred.detach())) * valid  # [B, H, T], 0 where masked
+    return cells.sum() / valid.sum().clamp(min=1)
 
 
 class StopOnNonFinite(Callback):

@@ -25,7 +25,7 @@ from mlflow.models import ModelSignature, infer_signature
 from omegaconf import DictConfig, OmegaConf
 
 import forecast
-from forecast import config, evaluate, speed, tracking
+from forecast import config, evaluate, fleet_evaluate, speed, tracking
 from forecast.errors import InputError, JobFailed
 from forecast.forecaster import Forecaster
 from forecast.lightning_module import StopOnNonFinite
@@ -127,13 +127,19 @@ def check_settings(cfg: DictConfig) -> None:
 
 def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float]:
     """Test the restored best model and log metrics, report, plot and the servable model."""
-    forecaster = Forecaster(
-        module.net, data.scaler, data.inputs, data.targets, data.report.freq, {**module.net_kwargs, **data.model_args()}
-    )
+    forecaster = Forecaster(module.net, data.scaler, data.inputs, data.targets, data.report.freq, module.net_args)
+    fleet = getattr(data, "fleet", None)  # a fleet (forecast/fleet_datamodule.py): scored per device
+    if fleet is not None:
+        forecaster.series_columns, forecaster.series_mean, forecaster.series_std = data.series_columns, data.mean, data.std
+        forecaster.series_ids = list(fleet.ids.itertuples(index=False, name=None))
     started = time.perf_counter()
-    test = evaluate.forecast_test(forecaster, data.frame, data.datasets["test"].origins)
+    if fleet is None:
+        test = evaluate.forecast_test(forecaster, data.frame, data.datasets["test"].origins)
+        metrics = evaluate.test_metrics(test)
+    else:
+        test = fleet_evaluate.fleet_test(forecaster, data)
+        metrics = dict(test.metrics)
     predict_s = time.perf_counter() - started  # every test window, as the peers benchmark times it
-    metrics = evaluate.test_metrics(test)
     counts = count_parameters(module.net)
     metrics |= {
         "time/fit_s": fit_s,
@@ -146,7 +152,10 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
             "train/best_epoch": int(np.argmin(epochs.val_loss)),
             "val/best_loss": min(epochs.val_loss),
         }
-    inputs, _ = forecaster.windows(data.frame, test.origins[-256:])
+    if fleet is None:
+        inputs, _ = forecaster.windows(data.frame, test.origins[-256:])
+    else:
+        inputs = fleet_evaluate.device_windows(forecaster, data, np.arange(len(test.origins))[-256:])[0]
     metrics |= {f"inference/ms_per_window_b{b}": ms for b, ms in evaluate.latency_ms(forecaster, inputs).items()}
     metrics["memory/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this process so far
     if torch.cuda.is_available() and forecaster.device.type == "cuda":
@@ -157,17 +166,22 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        actual = data.frame[data.targets].to_numpy()
-        title = f"{module.architecture} on {data.name}: test forecasts (every {data.horizon}-step window)"
-        mlflow.log_artifact(
-            plot_test_forecasts(data.frame.index, actual, test.origins, test.pred, data.targets, title, tmp / "forecast_test.png"), "plots"
-        )
-        log_evaluation(tmp, data, test)
+        if fleet is None:
+            actual = data.frame[data.targets].to_numpy()
+            title = f"{module.architecture} on {data.name}: test forecasts (every {data.horizon}-step window)"
+            plot = plot_test_forecasts(data.frame.index, actual, test.origins, test.pred, data.targets, title, tmp / "forecast_test.png")
+            mlflow.log_artifact(plot, "plots")
+            log_evaluation(tmp, data, test)
+        else:
+            fleet_evaluate.log_fleet_evaluation(tmp, data, forecaster, test, f"{module.architecture} on {data.name}")
 
         forecaster.net.cpu()
         bundle = forecaster.save(tmp / "model.pt")
-        last = int(test.origins[-1])
-        example = data.frame.iloc[last - data.lookback : last][data.inputs].reset_index()
+        if fleet is None:
+            last = int(test.origins[-1])
+            example = data.frame.iloc[last - data.lookback : last][data.inputs].reset_index()
+        else:  # one device's last test input, in data units
+            example = fleet_evaluate.example_input(data, forecaster, test)
         example["timestamp"] = example["timestamp"].astype(str)  # as read from a CSV or sent as JSON
         served = ForecastPyfunc()
         served.forecaster = forecaster
