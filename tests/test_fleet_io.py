@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 from forecast import sample
 
@@ -159,3 +160,159 @@ def test_lost_badly_names_the_devices_a_winning_challenger_loses_badly():
     assert list(found) == ["gru"]
     assert list(found["gru"]["device"]) == ["d", "c"] and found["gru"]["ratio"].tolist() == [np.inf, 2.5]
     assert lost_badly(by_series, ["device"], {"champion": 0.75, "gru": 0.7}, "champion", ratio=3.0)["gru"]["device"].tolist() == ["d"]
+
+
+# --- serving a fleet (forecast/pyfunc.py: predict_fleet)
+
+L, H = 24, 6
+
+
+@pytest.fixture(scope="module")
+def fleet_model():
+    """A small untrained fleet Forecaster that saw devices a and b (each with its own scaler)."""
+    import torch
+
+    from forecast.forecaster import Forecaster
+    from forecast.networks import build_network
+    from forecast.windows import Scaler
+
+    torch.manual_seed(0)
+    args = dict(network="recurrent", n_inputs=2, target_index=[0], lookback=L, horizon=H, hidden_size=8, segment_len=6)
+    net = build_network(**args).eval()
+    mean, std = np.array([[10.0, 5.0], [100.0, -3.0]]), np.array([[2.0, 1.0], [20.0, 4.0]])
+    f = Forecaster(net, Scaler(np.median(mean, 0), np.median(std, 0)), ["power_kw", "temperature_c"], ["power_kw"], "1h", args)
+    f.series_columns, f.series_ids, f.series_mean, f.series_std = ["device"], [("a",), ("b",)], mean, std
+    return f
+
+
+def request(devices: dict[str, tuple[float, float]], rows: int = L, interleave: bool = True) -> pd.DataFrame:
+    """Long-form readings of each device (level, spread), hourly, ending at the same time; rows interleaved across devices."""
+    rng = np.random.default_rng(2)
+    parts = []
+    for name, (level, spread) in devices.items():
+        stamps = pd.date_range("2025-03-01", periods=rows, freq="1h")
+        parts.append(
+            pd.DataFrame(
+                {
+                    "timestamp": stamps.astype(str),
+                    "device": name,
+                    "power_kw": level + spread * rng.standard_normal(rows),
+                    "temperature_c": 5 + rng.standard_normal(rows),
+                    "site": "north",  # a column the model does not read is ignored
+                }
+            )
+        )
+    frame = pd.concat(parts, ignore_index=True)
+    return frame.sort_values(["timestamp", "device"], kind="stable", ignore_index=True) if interleave else frame
+
+
+def served(f, frame):
+    from forecast.pyfunc import ForecastPyfunc
+
+    model = ForecastPyfunc()
+    model.forecaster = f
+    return model.predict(None, frame)
+
+
+def test_a_fleet_request_answers_every_device_in_long_form(fleet_model):
+    frame = request({"b": (100, 20), "a": (10, 2), "new": (1000, 300)}, rows=L + 5)
+    out = served(fleet_model, frame)
+    assert list(out.columns) == ["device", "timestamp", "power_kw"] and len(out) == 3 * H
+    assert list(out["device"].unique()) == ["a", "b", "new"]  # in the order the devices first appear (rows sorted by time, then device)
+    assert (out["timestamp"].iloc[:H] == pd.date_range("2025-03-02 05:00", periods=H, freq="1h")).all()
+    assert np.isfinite(out["power_kw"]).all()
+    # a seen device: its training-span scaler; the same forecast as the Forecaster's on its last L rows
+    from forecast.windows import Scaler
+
+    a = frame[frame["device"] == "a"].iloc[-L:][fleet_model.inputs].to_numpy()[None]
+    expected = fleet_model.forecast(a, scaler=Scaler(fleet_model.series_mean[:1, None], fleet_model.series_std[:1, None]))
+    assert np.allclose(out.loc[out["device"] == "a", "power_kw"], expected[0, :, 0])
+
+
+def test_an_unseen_device_is_scaled_on_its_own_readings(fleet_model):
+    """Cold start: the same readings in other units (x 1000 + 7) give the same forecast in those units."""
+    frame = request({"new": (50, 5)}, interleave=False)
+    scaled = frame.assign(power_kw=frame["power_kw"] * 1000 + 7, temperature_c=frame["temperature_c"] * 1000 + 7)
+    one, other = served(fleet_model, frame)["power_kw"], served(fleet_model, scaled)["power_kw"]
+    assert np.allclose(other, one * 1000 + 7, rtol=1e-4)
+    assert not np.allclose(served(fleet_model, frame.assign(device="a"))["power_kw"], one)  # seen as 'a': a's own scaler
+
+
+def test_a_fleet_request_without_timestamps_numbers_the_steps(fleet_model):
+    out = served(fleet_model, request({"a": (10, 2), "b": (100, 20)}).drop(columns="timestamp"))
+    assert list(out.columns) == ["device", "step", "power_kw"] and out["step"].tolist() == list(range(1, H + 1)) * 2
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r.drop(columns="device"), "model input lacks the id column(s) device: this model forecasts a fleet"),
+        (lambda r: r.drop(index=[0, 2]), "model input has 22 rows for device a; the model needs its last 24 readings"),
+        (lambda r: r.assign(power_kw=r["power_kw"].astype(object).where(r.index != 31, "n/a")), "column power_kw in row 32 holds 'n/a'"),
+        (lambda r: r.assign(device=r["device"].where(r.index != 5, None)), "model input row 6 has no device"),
+        (
+            lambda r: r.assign(power_kw=r["power_kw"].where(r.index != 20)),
+            "model input column power_kw is missing at 2025-03-01 10:00:00 (row 21)",
+        ),
+        (lambda r: r.drop(index=21), "model input has 23 rows for device b"),
+        (
+            lambda r: r.assign(timestamp=r["timestamp"].where(r.index != 47, "2025-03-05 00:00:00")),
+            "model input timestamp in row 48 is 2025-03-05 00:00:00 after 2025-03-01 22:00:00 for device b",
+        ),
+        (lambda r: r.assign(power_kw=r["power_kw"].where(r.index != 46, np.inf)), "holds inf at 2025-03-01 23:00:00 (row 47) for device a"),
+    ],
+)
+def test_bad_fleet_requests_name_the_device_row_and_column(fleet_model, change, message):
+    from forecast.pyfunc import BadInput
+
+    with pytest.raises(BadInput) as bad:
+        served(fleet_model, change(request({"a": (10, 2), "b": (100, 20)})))
+    assert message in bad.value.message and "\n" not in bad.value.message
+
+
+# --- end to end: train a fleet, predict every device (seen or not), the logged model as MLflow serves it
+
+
+@pytest.mark.e2e
+def test_train_then_predict_every_device_of_a_fleet_seen_or_not(tmp_path):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    sample.main(["fleet", "--devices", "10", "--days", "30", "--output", str(tmp_path / "meters.csv")])
+    tiny = ["data=fleet", "data.lookback=48", "data.horizon=24"]
+    train = ["data.path=meters.csv", "model.hidden_size=16", "trainer.max_epochs=1", "tracking.register=fleet"]
+    done = run_cli("forecast.train", *tiny, *train, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    meters = pd.read_csv(tmp_path / "meters.csv", parse_dates=["timestamp"])
+    last = meters.groupby("device").tail(48)
+    steady = last.groupby("device").agg(span=("timestamp", lambda t: t.iloc[-1] - t.iloc[0]), gaps=("power_kw", lambda v: v.isna().sum()))
+    complete = list(steady.index[(steady["span"] == pd.Timedelta("47h")) & (steady["gaps"] == 0)])  # outages spare their last 48 h
+    assert len(complete) >= 4, steady
+    rename = {complete[-1]: "new-a", complete[-2]: "new-b"}  # two devices the model never saw
+    latest = meters[meters["device"].isin(complete)].replace({"device": rename})
+    latest.to_csv(tmp_path / "latest.csv", index=False)
+    done = run_cli("forecast.predict", *tiny, "data.path=latest.csv", "model_uri=models:/fleet/1", "output=next.csv", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = pd.read_csv(tmp_path / "next.csv")
+    assert list(out.columns) == ["device", "last_reading", "timestamp", "power_kw", "temperature_c"]
+    assert set(out["device"]) == set(latest["device"]) and (out.groupby("device").size() == 24).all()
+    assert np.isfinite(out[["power_kw", "temperature_c"]]).all(axis=None)
+    assert f"for {len(complete)} devices ({len(complete) - 2} seen in training, 2 new: cold start)" in done.stdout
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    model = mlflow.pyfunc.load_model("models:/fleet/1")
+    assert model.metadata.get_output_schema().input_names()[:2] == ["device", "timestamp"]
+    example = model.input_example
+    assert example["device"].nunique() == 2  # the example request holds several devices, in long form
+    answer = model.predict(example)
+    assert list(answer["device"].unique()) == list(example["device"].unique()) and len(answer) == 2 * 24
+    with pytest.raises(MlflowException) as bad:  # the scoring server answers this with HTTP 400 and the one line
+        model.predict(example.drop(columns="device"))
+    assert bad.value.get_http_status_code() == 400 and "lacks the id column(s) device" in bad.value.message
+
+    latest = latest.astype({"power_kw": object})
+    latest.loc[latest.index[-1], "power_kw"] = "12 kW"
+    latest.to_csv(tmp_path / "bad.csv", index=False)
+    done = run_cli("forecast.predict", *tiny, "data.path=bad.csv", "model_uri=models:/fleet/1", "output=next.csv", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "power_kw" in done.stderr and "Traceback" not in done.stderr
