@@ -16,7 +16,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
@@ -26,15 +25,17 @@ from forecast.errors import InputError
 from forecast.windows import window_origins
 
 
-def snapshot(files: list[str], folder: Path) -> str:
+def snapshot(files: list[str], folder: Path, keep_names: bool = False) -> str:
     """Copy the data files, in reading order, into `folder` (what every training reads); sha256 of them.
 
     Drops are expected to appear whole (written elsewhere, then moved in): the copy is then
-    exactly what was validated.
+    exactly what was validated. keep_names: copy under the same names (a fleet's folder of one file
+    per device, whose names are the ids), else prefixed by their reading order.
     """
     digest = hashlib.sha256()
     for i, source in enumerate(files):
-        copy = folder / f"{i:05d}-{Path(source).name}{'' if source.lower().endswith('.csv') else '.csv'}"
+        name = Path(source).name if keep_names else f"{i:05d}-{Path(source).name}"
+        copy = folder / f"{name}{'' if source.lower().endswith('.csv') else '.csv'}"
         shutil.copyfile(source, copy)
         digest.update(Path(source).name.encode() + b"\0" + copy.read_bytes())
     return digest.hexdigest()
@@ -193,30 +194,6 @@ def decide(
     if gain > margin:
         return Decision(best, f"{best} is better by more than the margin of {margin:.1%}: {versus}", left_out)
     return Decision(None, f"best challenger {best} is not better by more than the margin of {margin:.1%}: {versus}", left_out)
-
-
-def lost_badly(by_series: pd.DataFrame, ids: list[str], scores: dict[str, float], reference: str, ratio: float) -> dict[str, pd.DataFrame]:
-    """Per challenger that beats `reference` on average: the devices where it loses badly to it (a pure function).
-
-    by_series: one row per device of the holdout: its id column(s) `ids`, then each contender's
-    per-device metric in a column named for it (`baseline`, `champion`, the challengers). scores: each
-    challenger's metric over the whole holdout, and the reference's under its own name. A device is
-    lost badly when the challenger's metric there exceeds `ratio` x the reference's. Returns, for
-    each challenger better than the reference on average, those devices worst first (columns: ids,
-    the challenger's and the reference's metric, `ratio`); a challenger no better on average is not
-    checked (it does not win).
-    """
-    out = {}
-    for name, score in scores.items():
-        if name == reference or name not in by_series or not (math.isfinite(score) and score < scores[reference]):
-            continue
-        with np.errstate(divide="ignore", invalid="ignore"):
-            times = by_series[name] / by_series[reference]  # [devices]
-        bad = by_series[name] > ratio * by_series[reference]
-        out[name] = (
-            by_series.loc[bad, [*ids, name, reference]].assign(ratio=times[bad]).sort_values("ratio", ascending=False, ignore_index=True)
-        )
-    return out
 
 
 def promote(

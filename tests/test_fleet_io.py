@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import run_cli, store_runs
 
 from forecast import sample
 
@@ -146,7 +146,7 @@ def test_an_even_fleet_is_no_significant_difference_and_a_single_series_has_no_p
 
 
 def test_lost_badly_names_the_devices_a_winning_challenger_loses_badly():
-    from forecast.promotion import lost_badly
+    from forecast.promotion_fleet import lost_badly
 
     by_series = pd.DataFrame(
         {
@@ -160,6 +160,42 @@ def test_lost_badly_names_the_devices_a_winning_challenger_loses_badly():
     assert list(found) == ["gru"]
     assert list(found["gru"]["device"]) == ["d", "c"] and found["gru"]["ratio"].tolist() == [np.inf, 2.5]
     assert lost_badly(by_series, ["device"], {"champion": 0.75, "gru": 0.7}, "champion", ratio=3.0)["gru"]["device"].tolist() == ["d"]
+
+
+def test_the_fleet_holdout_scores_every_device_with_each_contenders_own_scalers(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from forecast.fleet_datamodule import FleetDataModule
+    from forecast.forecaster import Forecaster
+    from forecast.networks import build_network
+    from forecast.promotion_fleet import FleetHoldout, own_scaler
+
+    sample.main(["fleet", "--devices", "8", "--days", "30", "--output", str(tmp_path / "m.csv")])
+    data = FleetDataModule(str(tmp_path / "m.csv"), "device", lookback=48, horizon=24)
+    holdout = FleetHoldout(data, "mse_scaled")
+    baseline = holdout.baseline()
+    torch.manual_seed(0)
+    args = dict(network="recurrent", n_inputs=2, target_index=[0, 1], lookback=24, horizon=24, hidden_size=8, segment_len=12)
+    f = Forecaster(build_network(**args).eval(), data.scaler, data.inputs, data.targets, "1h", args)
+    seen = list(data.fleet.ids.itertuples(index=False, name=None))[:3]  # the champion saw 3 of the devices, with lookback 24
+    f.series_columns, f.series_ids, f.series_mean, f.series_std = ["device"], seen, data.mean[:3], data.std[:3]
+    champion = SimpleNamespace(model=f, label="forecast/1", architecture="gru", unloadable=None)
+    scores = holdout.score("champion", champion)
+    assert set(scores) == {"mse_scaled", "mae_scaled", "mae", "rmse"} and all(np.isfinite(list(scores.values())))
+    assert list(holdout.by_series.columns) == ["device", "windows", "baseline", "champion"] and holdout.by_series["champion"].gt(0).all()
+    assert baseline["mse_scaled"] == pytest.approx(
+        np.average(holdout.by_series["baseline"], weights=holdout.by_series["windows"]), rel=0.05
+    )
+    # its own scalers: a seen device's training scaler, an unseen one's window statistics (cold start)
+    x = np.random.default_rng(0).normal(50, 3, (2, 24, 2))
+    scaler = own_scaler(f, np.array([1, -1]), x)
+    assert np.allclose(scaler.mean[0, 0], data.mean[1]) and np.allclose(scaler.mean[1, 0], x[1].mean(axis=0))
+    wide = {**args, "lookback": 96}  # a champion that needs more history than this data's windows give
+    g = Forecaster(build_network(**wide), data.scaler, data.inputs, data.targets, "1h", wide, ["device"], seen, data.mean[:3], data.std[:3])
+    longer = SimpleNamespace(model=g, label="forecast/2", architecture="gru", unloadable=None)
+    assert "lookback 96 is longer than data.lookback=48" in holdout.score("champion", longer)
 
 
 # --- serving a fleet (forecast/pyfunc.py: predict_fleet)
@@ -274,15 +310,22 @@ def test_bad_fleet_requests_name_the_device_row_and_column(fleet_model, change, 
 
 
 @pytest.mark.e2e
-def test_train_then_predict_every_device_of_a_fleet_seen_or_not(tmp_path):
+def test_retrain_then_predict_every_device_of_a_fleet_seen_or_not(tmp_path):
+    """A retrain of a fleet (per-device scores recorded), predict for seen and unseen devices, the logged model as served."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     sample.main(["fleet", "--devices", "10", "--days", "30", "--output", str(tmp_path / "meters.csv")])
     tiny = ["data=fleet", "data.lookback=48", "data.horizon=24"]
-    train = ["data.path=meters.csv", "model.hidden_size=16", "trainer.max_epochs=1", "tracking.register=fleet"]
-    done = run_cli("forecast.train", *tiny, *train, cwd=tmp_path)
+    train = ["data.path=meters.csv", "challengers=[gru]", 'train_args=["model.hidden_size=16","trainer.max_epochs=1"]', "name=fleet"]
+    done = run_cli("forecast.retrain", *tiny, *train, "per_device_loss_ratio=1.0", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "holdout: " in done.stdout and "devices lost badly against the baseline (mse_scaled above 1x): gru: " in done.stdout
+    client, runs = store_runs(tmp_path, "tags.kind = 'retrain'")
+    assert runs[0].data.tags["decision"] == "promote" and runs[0].data.tags["devices_lost_badly"].startswith("gru: ")
+    assert runs[0].data.metrics["gru/devices_lost_badly"] >= 0
+    scores = pd.DataFrame(**mlflow.artifacts.load_dict(f"{runs[0].info.artifact_uri}/per_device/scores.json"))
+    assert list(scores.columns) == ["device", "windows", "baseline", "gru"] and len(scores) >= 5
 
     meters = pd.read_csv(tmp_path / "meters.csv", parse_dates=["timestamp"])
     last = meters.groupby("device").tail(48)
