@@ -99,7 +99,8 @@ def collect(client: MlflowClient, parent_id: str) -> Comparison:
             folder = Path(client.download_artifacts(rid, "evaluation", tmp + "/" + rid))
             by_window[rid] = pd.read_parquet(folder / "test_by_window.parquet")
             by_step[rid] = pd.read_parquet(folder / "test_by_step.parquet")
-            example[rid] = pd.read_parquet(folder / "example_window.parquet")
+            if (folder / "example_window.parquet").is_file():  # a fleet's run has plots/worst_series.png instead
+                example[rid] = pd.read_parquet(folder / "example_window.parquet")
             if (folder / comparison_fleet.FILE).is_file():
                 by_series[rid] = pd.read_parquet(folder / comparison_fleet.FILE)
             val_loss[rid] = [x.value for x in sorted(client.get_metric_history(rid, "val/loss"), key=lambda x: x.step)]
@@ -151,10 +152,10 @@ def window_losses(c: Comparison, condition: str, model: str) -> pd.Series:
 
 
 def per_origin(windows: pd.DataFrame) -> pd.Series:
-    """A run's per-window scaled MSE by forecast origin; a fleet's (several series per origin): the mean per forecast time."""
+    """A run's per-window scaled MSE by forecast origin; a fleet's (origins are times, several devices each): the mean per time."""
     if windows["origin"].is_unique:
         return windows.set_index("origin")["mse_scaled"]
-    return windows.groupby("timestamp")["mse_scaled"].mean()
+    return windows.groupby("origin")["mse_scaled"].mean()
 
 
 def verdict(c: Comparison, condition: str, a: str, b: str) -> Verdict | None:
@@ -262,8 +263,9 @@ def build(parent_id: str, folder: Path, log: bool = True) -> Path:
         "error_vs_fit_time.png": plot_error_vs_fit_time(c),
         "val_loss_by_epoch.png": plot_val_loss(c),
         "error_by_step.png": plot_error_by_step(c),
-        "example_forecast.png": plot_example(c),
     }
+    if c.example:
+        plots["example_forecast.png"] = plot_example(c)
     for file, fig in plots.items():
         fig.savefig(folder / file, dpi=90)
         plt.close(fig)
