@@ -86,6 +86,7 @@ class FleetReport:
 
     def lines(self) -> list[str]:
         d, kept, out = self.data, self.kept, self.left_out
+        kept = kept.reindex(columns=[*kept.columns, *(c for c in ("masked", "stuck", "interpolated") if c not in kept)], fill_value=0)
         lines = [
             f"read {d.rows_read:,} rows from {d.files[0] if len(d.files) == 1 else f'{len(d.files):,} files'}: "
             f"{len(self.devices):,} devices, {len(kept):,} kept, {len(out):,} left out; every {d.freq}",
@@ -206,8 +207,11 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int) -> Fleet:
     time = data.index.asi8
     tz = None if data.index.tz is None else str(data.index.tz)
     del data
+    intake.parts.clear()  # the frames read are no longer needed (messages from here on use intake.sources): free them
+    intake.id_parts.clear()
+    intake.blocks.clear()
     position = np.arange(len(codes))  # row of each reading in intake.data(), for messages
-    if len(codes) > 1 and not _sorted(codes, time):
+    if not _sorted(codes, time):
         position = np.lexsort((time, codes))
         codes, time, values = codes[position], time[position], values[position]
     table = pd.DataFrame({c: ids[c].to_numpy() for c in ids.columns})
@@ -280,23 +284,24 @@ def _device_codes(intake: reading.Intake, folder: bool, id_columns: list[str]) -
         names = [os.path.splitext(os.path.basename(path))[0] for path in intake.report.files]
         return intake.file_numbers().astype(np.int64), pd.DataFrame({id_columns[0]: names})
     parts = intake.id_parts[0] if len(intake.id_parts) == 1 else pd.concat(intake.id_parts, ignore_index=True)
-    codes = np.zeros(len(parts), np.int64)
-    for name in id_columns:
-        column, _ = pd.factorize(parts[name])
-        codes = codes * (int(column.max()) + 1) + column
-    codes, first = pd.factorize(codes)
-    positions = pd.Series(np.arange(len(codes))).groupby(codes).first().to_numpy()  # first row of each device
-    ids = parts.iloc[positions].reset_index(drop=True)
-    ids = ids.apply(lambda column: column.astype(str).str.strip())
-    return codes.astype(np.int64), ids
+    codes, uniques = pd.factorize(parts[id_columns[0]])  # in order of first appearance
+    names = [np.asarray(uniques, dtype=object)]  # per id column, its value for each device
+    for name in id_columns[1:]:  # one number per combination of ids, again in order of first appearance
+        column, uniques = pd.factorize(parts[name])
+        codes, combined = pd.factorize(codes * len(uniques) + column)
+        names = [*(n[combined // len(uniques)] for n in names), np.asarray(uniques, dtype=object)[combined % len(uniques)]]
+    ids = pd.DataFrame({name: pd.Series(values, dtype=str).str.strip() for name, values in zip(id_columns, names)})
+    return codes.astype(np.int64, copy=False), ids
 
 
 def _sorted(codes: np.ndarray, time: np.ndarray) -> bool:
-    """Whether rows are already grouped by device (contiguous, any order of devices) and in time order within each."""
-    change = codes[1:] != codes[:-1]
-    if (time[1:][~change] < time[:-1][~change]).any():
+    """Whether rows are already grouped by device (each device one block, devices in order of first appearance) and in time order."""
+    change = np.flatnonzero(codes[1:] != codes[:-1])  # last row of every block but the last
+    if not (np.diff(codes[np.r_[change, len(codes) - 1]]) == 1).all():  # codes number devices by first appearance
         return False
-    return len(np.unique(codes[np.r_[True, change]])) == int(change.sum()) + 1  # no device appears in two blocks
+    backwards = np.diff(time) < 0
+    backwards[change] = False  # a new device may start earlier
+    return not backwards.any()
 
 
 def _merge_repeats(codes, key, values, position, intake, ids, devices, policy):
@@ -328,18 +333,18 @@ def _merge_repeats(codes, key, values, position, intake, ids, devices, policy):
 def _steps(codes: np.ndarray, time: np.ndarray, devices: int, given: int | None) -> tuple[int, np.ndarray]:
     """The fleet's step (ns) and each device's own most common step ([D], 0 for a single reading)."""
     inside = codes[1:] == codes[:-1]
-    gaps, owner = np.diff(time)[inside], codes[1:][inside]
-    if not gaps.size:
+    if not inside.any():
         if given is None:
             raise InputError("every device has a single reading: too few to infer the step.\nAdd readings, or set data.freq, e.g. '1h'.")
         return given, np.full(devices, given)
-    sample = gaps[:: max(1, gaps.size // 1_000_000)]
-    common = int(pd.Series(sample).value_counts().index[0])
-    hits = np.bincount(owner[gaps == common], minlength=devices)
-    total = np.bincount(owner, minlength=devices)
+    gaps, owner = np.diff(time), codes[1:]  # [N-1]: a gap belongs to its later reading's device
+    every = max(1, gaps.size // 1_000_000)
+    common = int(pd.Series(gaps[::every][inside[::every]]).value_counts().index[0])
+    hits = np.bincount(owner, weights=(gaps == common) & inside, minlength=devices)
+    total = np.bincount(codes, minlength=devices) - 1
     own = np.where(2 * hits > total, common, 0)
     for d in np.flatnonzero((2 * hits <= total) & (total > 0)):  # the few devices where the common step is not a majority
-        own[d] = int(pd.Series(gaps[owner == d]).value_counts().index[0])
+        own[d] = int(pd.Series(gaps[(owner == d) & inside]).value_counts().index[0])
     own[total == 0] = given or common
     if given is not None:
         return given, own

@@ -124,7 +124,7 @@ class FleetWindows(WindowDataset):
         origins = self.origin_rows[indices]  # [B]
         w = self.windows[origins - self.lookback]  # [B, C, L+H]
         invalid = torch.isnan(w).any(dim=2)  # [B, C] channels not fully valid in the window
-        x = w[:, :, : self.lookback].transpose(1, 2).nan_to_num(0.0)  # [B, L, C]
+        x = w[:, :, : self.lookback].transpose(1, 2).masked_fill(invalid.unsqueeze(1), 0.0)  # [B, L, C], masked channels all 0
         y = w[:, self.target_index, self.lookback :].transpose(1, 2).clone()  # [B, H, T]
         y.masked_fill_(invalid[:, self.target_index].unsqueeze(1), float("nan"))  # masked channels: no loss, no score
         return x.contiguous(), y.contiguous(), self.series_of(origins)
