@@ -155,27 +155,27 @@ def child_train(path: str, lookback: int, horizon: int, batch: int, steps: int, 
     step = {kind: statistics.median(t) for kind, t in times.items()}
 
     # predict: every device's last L readings, in data units, as one long request to the served model
-    forecaster = Forecaster.from_fleet(modules["fleet"].net, data) if hasattr(Forecaster, "from_fleet") else None
-    predict_s = request_rows = None
-    if forecaster is not None:
-        last = fleet.start + fleet.length - lookback  # [D] first row of each device's last window
-        idx = (last[:, None] + np.arange(lookback)).ravel()  # [D*L]
-        d = np.repeat(np.arange(len(fleet)), lookback)
-        values = fleet.values[idx].astype(np.float64) * data.std[d] + data.mean[d]  # data units
-        stamps = (
-            np.repeat(fleet.first + (fleet.length - lookback) * fleet.step, lookback)
-            + np.tile(np.arange(lookback), len(fleet)) * fleet.step
-        )
-        request = pd.DataFrame({"device": fleet.ids["device"].to_numpy()[d], "timestamp": pd.to_datetime(stamps)})
-        for c, name in enumerate(data.inputs):
-            request[name] = values[:, c]
-        request = request.dropna()  # a device whose last readings are missing is refused by name; the benchmark leaves them out
-        served = ForecastPyfunc()
-        served.forecaster = forecaster
-        start = time.perf_counter()
-        out = served.predict(None, request)
-        predict_s, request_rows = time.perf_counter() - start, len(request)
-        assert np.isfinite(out[data.targets].to_numpy()).all()
+    net = modules["fleet"].net
+    forecaster = Forecaster(net, data.scaler, data.inputs, data.targets, fleet.freq, modules["fleet"].net_args)
+    forecaster.series_columns, forecaster.series_mean, forecaster.series_std = data.series_columns, data.mean, data.std
+    forecaster.series_ids = list(fleet.ids.itertuples(index=False, name=None))
+    last = fleet.start + fleet.length - lookback  # [D] first row of each device's last window
+    idx = (last[:, None] + np.arange(lookback)).ravel()  # [D*L]
+    d = np.repeat(np.arange(len(fleet)), lookback)
+    values = fleet.values[idx].astype(np.float64) * data.std[d] + data.mean[d]  # data units
+    stamps = np.repeat(fleet.first + (fleet.length - lookback) * fleet.step, lookback)  # [D*L] first stamp of each window
+    stamps += np.tile(np.arange(lookback), len(fleet)) * fleet.step
+    request = pd.DataFrame({"device": fleet.ids["device"].to_numpy()[d], "timestamp": pd.to_datetime(stamps).astype(str)})
+    for c, name in enumerate(data.inputs):
+        request[name] = values[:, c]
+    complete = ~request.groupby("device", sort=False)[data.inputs].transform(lambda v: v.isna().any()).any(axis=1)
+    request = request[complete]  # a device whose last readings are incomplete is refused by name; the benchmark leaves it out
+    served = ForecastPyfunc()
+    served.forecaster = forecaster
+    start = time.perf_counter()
+    out = served.predict(None, request)
+    predict_s, request_rows = time.perf_counter() - start, len(request)
+    assert np.isfinite(out[data.targets].to_numpy()).all()
     print(
         json.dumps(
             {
