@@ -136,6 +136,7 @@ class Fleet:
     targets: list[str]
     covariates: list[str]
     report: FleetReport
+    span: tuple[int, int] | None = None  # a share of a fleet (load_fleet's share): first and last timestamp (ns) of every device
 
     @property
     def columns(self) -> list[str]:
@@ -174,8 +175,15 @@ def series_columns(value) -> list[str]:
     return names
 
 
-def load_fleet(spec: CsvSpec, id_columns: list[str], need: int) -> Fleet:
-    """Reads a fleet (long file(s) or a folder with one file per device); see the module docstring."""
+def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int, int] = (0, 1)) -> Fleet:
+    """Reads a fleet (long file(s) or a folder with one file per device); see the module docstring.
+
+    share: (rank, world_size) of a data-parallel training: this process keeps only the devices d
+    (in order of first appearance, or of file name in a folder) with d % world_size == rank. A
+    folder's other files are not read at all; a long file is parsed whole and the other devices'
+    rows dropped before anything is regularised. Fleet.span then holds the whole file's time range,
+    so that every rank cuts at the same timestamps.
+    """
     offset = check_spec(spec)
     if spec.layout != "wide":
         raise InputError(
@@ -185,7 +193,13 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int) -> Fleet:
     if offset is not None and not isinstance(offset, pd.offsets.Tick):
         raise InputError(f"data.freq={spec.freq!r}: a fleet needs a fixed step (e.g. 15min, 1h, 1D), not a calendar one.")
     folder = os.path.isdir(spec.path)
-    report = DataReport(files=_find_files(spec.path), duplicate_policy=spec.duplicates, overlap_policy=spec.overlap)
+    rank, world = share
+    files = _find_files(spec.path)
+    if folder and world > 1:
+        files = files[rank::world]  # one file per device: this rank reads its own
+        if not files:
+            raise InputError(f"'{spec.path}' holds fewer device files than the {world} training processes.\nTrain on fewer processes.")
+    report = DataReport(files=files, duplicate_policy=spec.duplicates, overlap_policy=spec.overlap)
     intake = reading.read(spec, report, ids=[] if folder else id_columns)
     data = intake.data()
     columns = intake.columns(data)
@@ -211,9 +225,13 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int) -> Fleet:
     intake.id_parts.clear()
     intake.blocks.clear()
     position = np.arange(len(codes))  # row of each reading in intake.data(), for messages
+    span = (int(time.min()), int(time.max())) if world > 1 and len(time) else None  # every device's, before a share
+    if world > 1 and not folder:
+        codes, ids, position = _own_share(codes, ids, rank, world, spec.path)
+        time, values = time[position], values[position]
     if not _sorted(codes, time):
-        position = np.lexsort((time, codes))
-        codes, time, values = codes[position], time[position], values[position]
+        order = np.lexsort((time, codes))
+        position, codes, time, values = position[order], codes[order], time[order], values[order]
     table = pd.DataFrame({c: ids[c].to_numpy() for c in ids.columns})
     codes, time, values, position, table["duplicates"] = _merge_repeats(codes, time, values, position, intake, ids, len(ids), "duplicates")
 
@@ -275,6 +293,7 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int) -> Fleet:
         targets=report.targets,
         covariates=report.covariates,
         report=fleet_report,
+        span=span,
     )
 
 
@@ -292,6 +311,17 @@ def _device_codes(intake: reading.Intake, folder: bool, id_columns: list[str]) -
         names = [*(n[combined // len(uniques)] for n in names), np.asarray(uniques, dtype=object)[combined % len(uniques)]]
     ids = pd.DataFrame({name: pd.Series(values, dtype=str).str.strip() for name, values in zip(id_columns, names)})
     return codes.astype(np.int64, copy=False), ids
+
+
+def _own_share(codes: np.ndarray, ids: pd.DataFrame, rank: int, world: int, path: str) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    """This rank's devices (d % world == rank): their readings' device numbers renumbered, their ids and readings' rows."""
+    own = np.flatnonzero(np.arange(len(ids)) % world == rank)
+    if not len(own):
+        raise InputError(f"'{path}' holds {len(ids)} device(s), fewer than the {world} training processes.\nTrain on fewer processes.")
+    number = np.full(len(ids), -1, np.int64)
+    number[own] = np.arange(len(own))
+    rows = np.flatnonzero(number[codes] >= 0)
+    return number[codes[rows]], ids.iloc[own].reset_index(drop=True), rows
 
 
 def _sorted(codes: np.ndarray, time: np.ndarray) -> bool:

@@ -25,7 +25,7 @@ from mlflow.models import ModelSignature, infer_signature
 from omegaconf import DictConfig, OmegaConf
 
 import forecast
-from forecast import config, evaluate, fleet_evaluate, speed, tracking
+from forecast import config, evaluate, fleet_evaluate, fleet_share, speed, tracking
 from forecast.errors import InputError, JobFailed
 from forecast.forecaster import Forecaster
 from forecast.lightning_module import StopOnNonFinite
@@ -49,7 +49,7 @@ def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
     epochs = tracking.EpochLog()
     callbacks = [StopOnNonFinite(), EarlyStopping("val/loss", patience=cfg.patience), best, epochs]  # the guard before the log
     trainer = config.build(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(output_dir))
-    data = config.build(cfg.data)
+    data = config.build(cfg.data, **fleet_share.share(trainer, cfg))  # trainer=ddp on a fleet: this process's share of the devices
     say(*data.report.lines(), f"windows: {data.windows}")
     experiment_id = None
     if tracking.is_rank_zero():
@@ -127,6 +127,7 @@ def check_settings(cfg: DictConfig) -> None:
 
 def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float]:
     """Test the restored best model and log metrics, report, plot and the servable model."""
+    data = data.whole() if getattr(data, "world_size", 1) > 1 else data  # a fleet trained in shares: rank zero tests every device
     forecaster = Forecaster(module.net, data.scaler, data.inputs, data.targets, data.report.freq, module.net_args)
     fleet = getattr(data, "fleet", None)  # a fleet (forecast/fleet_datamodule.py): scored per device
     if fleet is not None:

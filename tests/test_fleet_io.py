@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -359,3 +361,58 @@ def test_retrain_then_predict_every_device_of_a_fleet_seen_or_not(tmp_path):
     latest.to_csv(tmp_path / "bad.csv", index=False)
     done = run_cli("forecast.predict", *tiny, "data.path=bad.csv", "model_uri=models:/fleet/1", "output=next.csv", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "power_kw" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- many machines: two CPU processes as two nodes of one DDP training, each holding its own share of the devices
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.e2e
+def test_two_nodes_each_train_on_their_own_share_of_the_devices(tmp_path):
+    import subprocess
+    import sys
+
+    import mlflow
+
+    sample.main(["fleet", "--devices", "10", "--days", "30", "--output", str(tmp_path / "meters.csv")])
+    command = [sys.executable, "-m", "forecast.train", "data=fleet", "data.path=meters.csv", "data.lookback=48", "data.horizon=24"]
+    command += [
+        "model.hidden_size=16",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.num_nodes=2",
+        "trainer.max_epochs=1",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "RANK", "LOCAL_RANK", "SLURM"))}
+    env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    nodes = [
+        subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=env | {"NODE_RANK": str(r), "WORLD_SIZE": "2"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "rank 0 of 2: 5 devices of this process's share" in outputs[0]  # devices 0, 2, 4, ... on node 0
+    assert "rank 1 of 2: 5 devices of this process's share" in outputs[1]
+    assert "MEMBER: 2/2" in outputs[1] and "registered" not in outputs[1]
+    _, runs = store_runs(tmp_path)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one training, one run (rank zero records)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    by_series = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{runs[0].info.run_id}/evaluation/test_by_series.parquet"))
+    assert len(by_series) >= 8  # rank zero tested every device with test windows, not only its share
+    model = mlflow.pyfunc.load_model(f"runs:/{runs[0].info.run_id}/model")
+    assert len(model.unwrap_python_model().forecaster.series_ids) == 10  # every device's scaler is in the saved model
