@@ -30,6 +30,8 @@ Interface (what later stages use):
                    devices. Columns: targets then covariates.
     Fleet.start, Fleet.length, Fleet.first  [D] int64: first row, rows, first timestamp (ns, UTC)
     Fleet.step (ns), Fleet.freq ("1h"), Fleet.tz, Fleet.ids (DataFrame [D], one column per id column)
+    Fleet.span: (first, last + step) ns of the whole fleet; with load_fleet(share=(rank, world)) a
+                   process holds only its share of devices but the same span (the same cuts)
     Fleet.rows_before(stamp_ns) [D], Fleet.frame(d) (device d as a regular DataFrame), Fleet.index(d)
     FleetReport: totals (reading's DataReport), `devices` (one row per device found, kept or
     left out and why), lines() for the console, to_dict() for data_report.json.
@@ -130,13 +132,13 @@ class Fleet:
     length: np.ndarray  # [D] rows of each device
     first: np.ndarray  # [D] ns timestamp of each device's first row
     step: int  # ns
+    span: tuple[int, int]  # [first, last + step) in ns of the whole fleet (every rank's devices)
     freq: str
     tz: str | None
     ids: pd.DataFrame  # [D] id columns
     targets: list[str]
     covariates: list[str]
     report: FleetReport
-    span: tuple[int, int] | None = None  # a share of a fleet (load_fleet's share): first and last timestamp (ns) of every device
 
     @property
     def columns(self) -> list[str]:
@@ -175,14 +177,11 @@ def series_columns(value) -> list[str]:
     return names
 
 
-def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int, int] = (0, 1)) -> Fleet:
+def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int, int] | None = None) -> Fleet:
     """Reads a fleet (long file(s) or a folder with one file per device); see the module docstring.
 
-    share: (rank, world_size) of a data-parallel training: this process keeps only the devices d
-    (in order of first appearance, or of file name in a folder) with d % world_size == rank. A
-    folder's other files are not read at all; a long file is parsed whole and the other devices'
-    rows dropped before anything is regularised. Fleet.span then holds the whole file's time range,
-    so that every rank cuts at the same timestamps.
+    share: (rank, world): keep only every world-th kept device from the rank-th (a DDP rank's share);
+    the report and Fleet.span still describe the whole fleet, so every rank cuts at the same timestamps.
     """
     offset = check_spec(spec)
     if spec.layout != "wide":
@@ -193,13 +192,7 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int
     if offset is not None and not isinstance(offset, pd.offsets.Tick):
         raise InputError(f"data.freq={spec.freq!r}: a fleet needs a fixed step (e.g. 15min, 1h, 1D), not a calendar one.")
     folder = os.path.isdir(spec.path)
-    rank, world = share
-    files = _find_files(spec.path)
-    if folder and world > 1:
-        files = files[rank::world]  # one file per device: this rank reads its own
-        if not files:
-            raise InputError(f"'{spec.path}' holds fewer device files than the {world} training processes.\nTrain on fewer processes.")
-    report = DataReport(files=files, duplicate_policy=spec.duplicates, overlap_policy=spec.overlap)
+    report = DataReport(files=_find_files(spec.path), duplicate_policy=spec.duplicates, overlap_policy=spec.overlap)
     intake = reading.read(spec, report, ids=[] if folder else id_columns)
     data = intake.data()
     columns = intake.columns(data)
@@ -209,10 +202,12 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int
             f"'{spec.path}': '{names[0]}' is an id column (data.series_column) and a reading.\nFix data.targets / data.covariates."
         )
     codes, ids = _device_codes(intake, folder, id_columns)
-    values = data[columns].to_numpy(dtype=np.float64)  # [N, C]
+    values = (data if list(data.columns) == columns else data[columns]).to_numpy(dtype=np.float64)  # [N, C], a view of the block read
     regular._check_magnitude(values.T, columns, intake)
+    with np.errstate(invalid="ignore"):
+        largest = np.maximum(np.abs(np.nanmax(values, axis=0)), np.abs(np.nanmin(values, axis=0)))  # [C]
     for c, name in enumerate(columns):
-        if np.nanmax(np.abs(values[:, c]), initial=0) > _FLOAT32_MAX / 16:
+        if largest[c] > _FLOAT32_MAX / 16:
             path, line, value = intake.largest(name)
             raise InputError(
                 f"'{path}' line {line}, column '{reading.shown(name)}': {value:g} is too large for the network's float32.\n"
@@ -225,13 +220,9 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int
     intake.id_parts.clear()
     intake.blocks.clear()
     position = np.arange(len(codes))  # row of each reading in intake.data(), for messages
-    span = (int(time.min()), int(time.max())) if world > 1 and len(time) else None  # every device's, before a share
-    if world > 1 and not folder:
-        codes, ids, position = _own_share(codes, ids, rank, world, spec.path)
-        time, values = time[position], values[position]
     if not _sorted(codes, time):
-        order = np.lexsort((time, codes))
-        position, codes, time, values = position[order], codes[order], time[order], values[order]
+        position = np.lexsort((time, codes))
+        codes, time, values = codes[position], time[position], values[position]
     table = pd.DataFrame({c: ids[c].to_numpy() for c in ids.columns})
     codes, time, values, position, table["duplicates"] = _merge_repeats(codes, time, values, position, intake, ids, len(ids), "duplicates")
 
@@ -241,10 +232,8 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int
     step, own = _steps(codes, time, devices, None if offset is None else offset.nanos)
     origin = time[new] if offset is None else time[new] - np.mod(time[new], step)  # a grid through the first reading, else midnight
     table["first"], table["last"] = _stamps(time[new], tz), _stamps(time[np.r_[new[1:], len(codes)] - 1], tz)
-    since = time - origin[codes]
-    slot = since // step  # grid step of each reading, per device
-    report.steps_inserted = 0
-    if (since % step).any() or ((slot[1:] == slot[:-1]) & (codes[1:] == codes[:-1])).any():  # readings between grid points
+    slot, between = np.divmod(time - origin[codes], step)  # grid step of each reading, per device; readings off the grid
+    if between.any() or ((slot[1:] == slot[:-1]) & (codes[1:] == codes[:-1])).any():  # readings between grid points
         codes, slot, values, position, _ = _merge_repeats(codes, slot, values, position, intake, ids, devices, "aggregation")
         new = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     last = slot[np.r_[new[1:], len(codes)] - 1]
@@ -267,15 +256,24 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int
             context=FleetReport(report, table, list(ids.columns)).lines(),
         )
 
+    span = (int(origin[kept].min()), int((origin[kept] + table["rows"].to_numpy()[kept] * step).max()))  # the whole fleet's
+    if share is not None:
+        kept = kept[share[0] :: share[1]]
+        if not len(kept):
+            raise InputError(f"'{spec.path}': {share[1]} processes share a fleet of {len(table):,} devices; some would have none.")
     length = table["rows"].to_numpy()[kept]
     start = 1 + np.r_[0, np.cumsum(length + 1)[:-1]]  # a NaN row before every device
     at = np.full(devices, -1, np.int64)
     at[kept] = start
-    rows = at[codes] + slot  # row of each reading in the stack; < 0: a device left out
+    rows = at[codes]  # [N] first row of each reading's device in the stack; -1: a device left out
+    rows += slot  # the reading's own row
     stack = np.full((int(start[-1] + length[-1] + 1), len(columns)), np.nan, np.float32)  # [R, C]
-    use = at[codes] >= 0
-    stack[rows[use]] = values[use]
-    del values, rows, slot, since, use
+    if len(kept) == devices:
+        stack[rows] = values
+    else:
+        use = np.isin(codes, kept)
+        stack[rows[use]] = values[use]
+    del values, rows, slot, between
     table["inserted"] = table["rows"] - table["readings"]
     _clean(stack, start, length, kept, table, step, spec, report, columns, list(ids.columns))
     report.start, report.end = str(table["first"].iloc[kept].min()), str(table["last"].iloc[kept].max())
@@ -287,13 +285,13 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int
         length=length,
         first=origin[kept],
         step=step,
+        span=span,
         freq=freq,
         tz=tz,
         ids=ids.iloc[kept].reset_index(drop=True),
         targets=report.targets,
         covariates=report.covariates,
         report=fleet_report,
-        span=span,
     )
 
 
@@ -311,17 +309,6 @@ def _device_codes(intake: reading.Intake, folder: bool, id_columns: list[str]) -
         names = [*(n[combined // len(uniques)] for n in names), np.asarray(uniques, dtype=object)[combined % len(uniques)]]
     ids = pd.DataFrame({name: pd.Series(values, dtype=str).str.strip() for name, values in zip(id_columns, names)})
     return codes.astype(np.int64, copy=False), ids
-
-
-def _own_share(codes: np.ndarray, ids: pd.DataFrame, rank: int, world: int, path: str) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
-    """This rank's devices (d % world == rank): their readings' device numbers renumbered, their ids and readings' rows."""
-    own = np.flatnonzero(np.arange(len(ids)) % world == rank)
-    if not len(own):
-        raise InputError(f"'{path}' holds {len(ids)} device(s), fewer than the {world} training processes.\nTrain on fewer processes.")
-    number = np.full(len(ids), -1, np.int64)
-    number[own] = np.arange(len(own))
-    rows = np.flatnonzero(number[codes] >= 0)
-    return number[codes[rows]], ids.iloc[own].reset_index(drop=True), rows
 
 
 def _sorted(codes: np.ndarray, time: np.ndarray) -> bool:
@@ -352,6 +339,7 @@ def _merge_repeats(codes, key, values, position, intake, ids, devices, policy):
         )
     if policy == "duplicates":
         intake.report.duplicates = int(same.sum())
+    values = values if values.flags.writeable else np.array(values)  # pandas may hand out the block read-only
     involved = same | np.r_[same[1:], False]  # every row of a group of repeats
     group = np.cumsum(~same[involved]) - 1
     merged = pd.DataFrame(values[involved]).groupby(group)

@@ -19,8 +19,6 @@ surface before any run exists. What the training, the evaluation and the saved m
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import numpy as np
 import pandas as pd
@@ -56,12 +54,12 @@ class FleetDataModule(L.LightningDataModule):
             must be valid. conf/data/fleet.yaml takes it from model.channel_independent.
         num_workers: DataLoader worker processes.
         pin_memory: pin batches in page-locked memory.
-        rank, world_size: a data-parallel training (trainer=ddp; training.py passes them, see
-            `share`): this process reads and scales only the devices d with d % world_size == rank
-            (forecast/fleet.py load_fleet), cut at the whole file's timestamps; every rank trains on
-            as many of its own windows per epoch as the rank with the fewest has (DDP steps in
-            lockstep), and `whole()` gives rank zero the whole fleet for the test evaluation and the
-            saved model. A folder of device files then needs data.cuts (no rank reads every file).
+        rank, world_size: a data-parallel training (trainer=ddp; training.py passes them,
+            forecast/fleet_share.py): this process keeps, regularises, scales and windows only its
+            share of the devices (every world_size-th from the rank-th: load_fleet's share), cut at
+            the whole fleet's timestamps; every process trains on as many of its own windows per
+            epoch as the one with the fewest (DDP steps in lockstep), and `whole()` gives rank zero
+            the whole fleet for the test evaluation and the saved model.
         **read: how to read the CSV, passed to `CsvSpec` (timestamp, targets, na_values, max_gap, ...).
     """
 
@@ -93,20 +91,15 @@ class FleetDataModule(L.LightningDataModule):
         )  # fmt: skip
         numbers = {"lookback": lookback, "horizon": horizon, "batch_size": batch_size, "train_stride": train_stride}
         fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction, "train_fraction": 1.0}
+        if "borders" in read or "train_fraction" in read:
+            name = "borders" if "borders" in read else "train_fraction"
+            raise InputError(f"data.{name} does not apply to a fleet.\nCut it in time with data.cuts=[train_end,val_end] instead.")
         check_settings({**numbers, "num_workers": num_workers, **fractions}, read)
-        if read.get("borders") is not None:
-            raise InputError("data.borders (row numbers) does not apply to a fleet.\nCut it in time with data.cuts=[train_end,val_end].")
-        read.pop("borders", None)
         self.name, self.lookback, self.horizon = name, int(lookback), int(horizon)
         self.batch_size, self.num_workers, self.pin_memory = int(batch_size), int(num_workers), pin_memory
         self.path, self.series_columns = str(path), series_columns(series_column)
 
-        if self.world_size > 1 and cuts is None and Path(self.path).is_dir():
-            raise InputError(
-                f"'{self.path}' is a folder of device files split across {self.world_size} training processes, none of which reads "
-                "them all.\nSet data.cuts=[train_end,val_end] so that every process cuts at the same timestamps."
-            )
-        share = (self.rank, self.world_size)
+        share = (self.rank, self.world_size) if self.world_size > 1 else None
         self.fleet = load_fleet(CsvSpec(path=self.path, **read), self.series_columns, self.lookback + self.horizon, share)
         if self.world_size > 1:
             print(f"rank {self.rank} of {self.world_size}: {len(self.fleet):,} devices of this process's share", flush=True)

@@ -12,6 +12,8 @@ Interface:
     FleetTest.by_series: one row per device with test windows: id column(s), windows, mae, rmse,
         mse_scaled, mae_scaled, baseline_mse_scaled (evaluation/test_by_series.parquet).
     FleetTest.by_step, FleetTest.by_window (series number, origin timestamp, the four scores).
+    forecast_split(forecaster, data, split) -> TestForecasts of every window of a split at once
+        (series [N], std [N, 1, T], actual NaN where masked): for holdouts and comparisons.
     log_fleet_evaluation(tmp, data, forecaster, test, title): logs evaluation/test_by_series.parquet,
         test_by_step.parquet, test_by_window.parquet (up to 2M windows), data_by_series.parquet
         (the ingestion table) and plots/worst_series.png (the ten devices with the largest scaled MSE).
@@ -31,6 +33,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from forecast import scoring  # noqa: E402
+from forecast.evaluate import TestForecasts  # noqa: E402
 from forecast.forecaster import Forecaster  # noqa: E402
 from forecast.windows import Scaler  # noqa: E402
 
@@ -51,15 +54,26 @@ class FleetTest:
     devices: np.ndarray  # device number of each row of by_series
 
 
-def device_windows(forecaster: Forecaster, data, indices: np.ndarray):
+def device_windows(forecaster: Forecaster, data, indices: np.ndarray, split: str = "test"):
     """Raw inputs [n, L, C], actual values [n, H, T] (NaN where masked), per-window scaler [n, 1, C] and device numbers [n]."""
-    x, y, series = data.datasets["test"].__getitems__(indices)
+    x, y, series = data.datasets[split].__getitems__(indices)
     s = series.numpy()
     scaler = Scaler(data.mean[s][:, None, :], data.std[s][:, None, :])  # [n, 1, C] each
     raw = x.numpy().astype(np.float64) * scaler.std + scaler.mean  # [n, L, C] data units
     t = forecaster.target_index
     actual = y.numpy().astype(np.float64) * scaler.std[..., t] + scaler.mean[..., t]  # [n, H, T]
     return raw, actual, scaler, s
+
+
+def forecast_split(forecaster: Forecaster, data, split: str = "test") -> TestForecasts:
+    """Every window of a split as `TestForecasts` (series and per-device std [N, 1, T] set; actual NaN where masked).
+
+    Holds all forecasts at once: for a fleet's holdout or a comparison; `fleet_test` scores a whole test span in chunks.
+    """
+    raw, actual, scaler, s = device_windows(forecaster, data, np.arange(len(data.datasets[split])), split)
+    pred = forecaster.forecast(raw, scaler=scaler, series=s if getattr(forecaster.net, "series", None) is not None else None)
+    last = scoring.last_value(raw, forecaster.target_index, data.horizon)
+    return TestForecasts(data.datasets[split].origins, pred, actual, last, scaler.std[..., forecaster.target_index], s)
 
 
 def fleet_test(forecaster: Forecaster, data, chunk: int = 65_536) -> FleetTest:

@@ -2,8 +2,10 @@
 
 With trainer=ddp (any number of nodes and devices) every process builds its own fleet data module
 (forecast/fleet_datamodule.py) from `share(trainer, cfg)`: its global rank and the world size,
-known before Lightning launches anything, so it reads and scales only its own devices
-(d % world_size == rank). Lightning's DistributedSampler would split each process's windows once
+known before Lightning launches anything, so it keeps, regularises, scales and windows only its
+own devices (every world_size-th from the rank-th: `forecast.fleet.load_fleet`'s share; the export
+itself is parsed whole by every process, so that the cut in time and each device's step are the
+fleet's). Lightning's DistributedSampler would split each process's windows once
 more; `OwnShare` is a DistributedSampler, so Lightning leaves it in place, and it hands out this
 process's own windows: for training, as many per epoch as the process with the fewest has
 (`fewest`), because DDP's gradient all-reduce needs every process to take the same number of steps.

@@ -37,10 +37,7 @@ from forecast.windows import WindowDataset
 
 def split_times(fleet: Fleet, val_fraction: float, test_fraction: float, cuts: list | None) -> dict[str, tuple[int, int]]:
     """[start, end) in ns of the train, val and test targets, the same for every device."""
-    begin = int(fleet.first.min())
-    end = int((fleet.first + fleet.length * fleet.step).max())  # just after the fleet's last reading
-    if fleet.span is not None:  # one rank's share of a fleet: the whole fleet's range, the same cut on every rank
-        begin, end = fleet.span[0], fleet.span[1] + fleet.step
+    begin, end = fleet.span  # the whole fleet's first reading, and just after its last
     if cuts is not None:
         stamps = [_stamp(value, fleet.tz) for value in cuts]
         if len(stamps) not in (2, 3) or not all(a < b for a, b in zip(stamps, stamps[1:])):

@@ -20,6 +20,7 @@ from forecast import training
 from forecast.errors import InputError
 from forecast.fleet import load_fleet
 from forecast.fleet_datamodule import FleetDataModule
+from forecast.fleet_evaluate import forecast_split
 from forecast.forecaster import Forecaster
 from forecast.frame import CsvSpec
 from forecast.lightning_module import ForecastModule
@@ -102,6 +103,15 @@ def test_two_id_columns_and_unsorted_rows(tmp_path):
     assert (fleet.length == 400).all() and not np.isnan(fleet.values[fleet.start[0] : fleet.start[0] + 400]).any()
 
 
+def test_a_share_of_the_devices_keeps_the_whole_fleets_span(tmp_path):
+    path = write(make_fleet(devices=5, late={1: 100, 3: 100}), tmp_path / "f.csv")
+    whole = load_fleet(CsvSpec(path=path), ["device"], L + H)
+    shares = [load_fleet(CsvSpec(path=path), ["device"], L + H, share=(rank, 2)) for rank in (0, 1)]
+    assert [s.ids["device"].tolist() for s in shares] == [["m0", "m2", "m4"], ["m1", "m3"]]
+    assert all(s.span == whole.span for s in shares) and shares[1].span[0] < shares[1].first.min()
+    np.testing.assert_array_equal(shares[1].frame(0).to_numpy(), whole.frame(1).to_numpy())
+
+
 def test_devices_at_another_step_or_too_short_are_reported_and_left_out(tmp_path):
     frame = make_fleet(devices=4, late={3: 380})  # m3: 20 hours, fewer than L + H = 36
     slow = frame[frame["device"] == "m1"]
@@ -120,7 +130,9 @@ def test_duplicates_missing_codes_and_stuck_values_per_device(tmp_path):
     frame.loc[(frame["device"] == "m1") & frame["timestamp"].between(START + pd.Timedelta("50h"), START + pd.Timedelta("70h")), "temp"] = (
         5.0
     )
-    frame = pd.concat([frame, frame.iloc[[20]].assign(power=frame["power"].iloc[20] + 2)])  # one repeated timestamp
+    frame = pd.concat(
+        [frame.iloc[:21], frame.iloc[[20]].assign(power=frame["power"].iloc[20] + 2), frame.iloc[21:]]
+    )  # a repeated timestamp
     path = write(frame, tmp_path / "f.csv")
     fleet = load_fleet(CsvSpec(path=path, na_values=[-9999], stuck_steps=6), ["device"], L + H)
     table = fleet.report.devices.set_index("device")
@@ -295,6 +307,18 @@ def test_the_device_embedding_gives_unseen_devices_the_mean_vector():
         net.series.weight.copy_(net.series.weight.mean(dim=0).expand(3, -1))
     torch.testing.assert_close(net(x[:1], torch.tensor([0])), out[2:])  # unseen = the mean vector
     torch.testing.assert_close(net(x[:1]), out[2:])  # no device given = unseen
+
+
+def test_split_forecasts_carry_each_windows_device_and_scaler(tmp_path):
+    data = FleetDataModule(write(make_fleet(devices=3), tmp_path / "f.csv"), **SMALL)
+    torch.manual_seed(0)
+    test = forecast_split(_forecaster(RecurrentNet(2, [0, 1], L, H, hidden_size=8, segment_len=6), data), data)
+    assert test.pred.shape == test.actual.shape == (len(data.datasets["test"]), H, 2) and test.std.shape == (len(test.pred), 1, 2)
+    np.testing.assert_allclose(test.std[test.series == 2][0, 0], data.std[2])
+    window = data.fleet.frame(1).to_numpy()  # device 1's rows, standardised in place by the data module
+    first = int(np.flatnonzero(test.series == 1)[0])
+    row = test.origins[first] - data.fleet.start[1]
+    np.testing.assert_allclose(test.actual[first], window[row : row + H] * data.std[1] + data.mean[1], rtol=1e-5)
 
 
 def test_the_bundle_carries_the_fleet(tmp_path):
