@@ -289,8 +289,11 @@ def timestamps_parsed(column: pd.Series) -> np.ndarray:
     """Every stamp of the column as datetime64[ns] (NaT where it is not a date and time)."""
     if pd.api.types.is_datetime64_any_dtype(column):
         return pd.DatetimeIndex(column).tz_localize(None).to_numpy("datetime64[ns]")
-    numeric = column.map(lambda v: isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
-    text = column.astype("string").where(~numeric)
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return np.full(len(column), np.datetime64("NaT"), "datetime64[ns]")  # numbers are not dates and times
+    text = column.astype("string")
+    if column.dtype == object:  # numbers among the strings (a JSON payload) are not dates and times either
+        text = text.where(~column.map(lambda v: isinstance(v, (int, float, np.number))))
     parsed = pd.to_datetime(text, format="ISO8601", errors="coerce")
     return pd.DatetimeIndex(parsed).tz_localize(None).to_numpy("datetime64[ns]")
 
@@ -305,7 +308,7 @@ def fleet_readings(frame: pd.DataFrame, f: Forecaster, at: np.ndarray, first: pd
     raw = np.empty((*at.shape, len(f.inputs)))  # [D, L, C]
     for c, name in enumerate(f.inputs):
         column = frame[name]
-        if column.map(lambda v: isinstance(v, (bool, np.bool_))).any():
+        if pd.api.types.is_bool_dtype(column) or (column.dtype == object and column.map(lambda v: isinstance(v, (bool, np.bool_))).any()):
             raise BadInput(f"model input column {name} holds true/false values; send numbers")
         values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)  # [rows]
         unparsed = np.flatnonzero(np.isnan(values) & column.notna().to_numpy())
