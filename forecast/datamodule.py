@@ -58,33 +58,19 @@ class SensorDataModule(L.LightningDataModule):
         **read,
     ):
         super().__init__()
-        for setting, value in {
-            "lookback": lookback,
-            "horizon": horizon,
-            "batch_size": batch_size,
-            "train_stride": train_stride,
-            "num_workers": num_workers,
-            "val_fraction": val_fraction,
-            "test_fraction": test_fraction,
-            "train_fraction": train_fraction,
-        }.items():
-            whole = setting not in ("val_fraction", "test_fraction", "train_fraction")
-            if not isinstance(value, numbers.Integral if whole else numbers.Real) or isinstance(value, bool):
-                raise InputError(
-                    f"data.{setting}={value!r} is not a {'whole ' * whole}number.\nFix data.{setting} (conf/data/csv.yaml "
-                    "lists every data setting with its default)."
-                )
-        if int(lookback) < 1 or int(horizon) < 1:
-            raise InputError(
-                f"data.lookback and data.horizon must be positive numbers of steps, got lookback={lookback}, horizon={horizon}"
-            )
-        if int(batch_size) < 1 or int(train_stride) < 1:
-            raise InputError(f"data.batch_size and data.train_stride must be positive, got {batch_size} and {train_stride}")
-        if not 0 < float(train_fraction) <= 1:
-            raise InputError(f"data.train_fraction must be in (0, 1], got {train_fraction}")
-        unknown = set(read) - {f.name for f in dataclasses.fields(CsvSpec)}
-        if unknown:
-            raise InputError(f"unknown data setting(s): {', '.join(sorted('data.' + k for k in unknown))}")
+        check_settings(
+            {
+                "lookback": lookback,
+                "horizon": horizon,
+                "batch_size": batch_size,
+                "train_stride": train_stride,
+                "num_workers": num_workers,
+                "val_fraction": val_fraction,
+                "test_fraction": test_fraction,
+                "train_fraction": train_fraction,
+            },
+            read,
+        )
         self.name, self.lookback, self.horizon = name, int(lookback), int(horizon)
         self.batch_size, self.num_workers, self.pin_memory = int(batch_size), int(num_workers), pin_memory
 
@@ -208,13 +194,38 @@ class SensorDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.datasets[split]
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if split == "train" else max(self.batch_size, 512),
-            sampler=ShuffledOrder(dataset) if shuffle else None,
-            collate_fn=as_batch,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        return loader(self.datasets[split], self.batch_size, shuffle, self.num_workers, self.pin_memory)
+
+
+def check_settings(settings: dict, read: dict) -> None:
+    """Refuses window settings of the wrong type or range and unknown reading settings (InputError)."""
+    for setting, value in settings.items():
+        whole = setting not in ("val_fraction", "test_fraction", "train_fraction")
+        if not isinstance(value, numbers.Integral if whole else numbers.Real) or isinstance(value, bool):
+            raise InputError(
+                f"data.{setting}={value!r} is not a {'whole ' * whole}number.\nFix data.{setting} (conf/data/csv.yaml "
+                "lists every data setting with its default)."
+            )
+    lookback, horizon, batch_size, train_stride = (settings[k] for k in ("lookback", "horizon", "batch_size", "train_stride"))
+    if int(lookback) < 1 or int(horizon) < 1:
+        raise InputError(f"data.lookback and data.horizon must be positive numbers of steps, got lookback={lookback}, horizon={horizon}")
+    if int(batch_size) < 1 or int(train_stride) < 1:
+        raise InputError(f"data.batch_size and data.train_stride must be positive, got {batch_size} and {train_stride}")
+    if not 0 < float(settings["train_fraction"]) <= 1:
+        raise InputError(f"data.train_fraction must be in (0, 1], got {settings['train_fraction']}")
+    unknown = set(read) - {f.name for f in dataclasses.fields(CsvSpec)}
+    if unknown:
+        raise InputError(f"unknown data setting(s): {', '.join(sorted('data.' + k for k in unknown))}")
+
+
+def loader(dataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool) -> DataLoader:
+    """Batches of a window dataset: shuffled (training) or in order; evaluation batches hold at least 512 windows."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size if shuffle else max(batch_size, 512),
+        sampler=ShuffledOrder(dataset) if shuffle else None,
+        collate_fn=as_batch,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )

@@ -26,9 +26,10 @@ class TestForecasts:
     pred: np.ndarray  # [N, H, T] forecast
     actual: np.ndarray  # [N, H, T] actual values
     last: np.ndarray  # [N, H, T] the last-value baseline's forecast (a view)
-    std: np.ndarray  # [T] the targets' training-span std, which the scaled scores divide by
+    std: np.ndarray  # [T] the targets' training-span std, which the scaled scores divide by; a fleet's: [N, 1, T], each device's
     quantiles: np.ndarray | None = None  # [N, H, T, Q] calibrated quantile forecasts (None: a point model)
     levels: list[float] = field(default_factory=list)  # [Q] their levels
+    series: np.ndarray | None = None  # [N] a fleet's device number of each window (forecast/fleet_evaluate.py); None: one series
 
 
 def forecast_test(forecaster: Forecaster, frame: pd.DataFrame, origins: np.ndarray) -> TestForecasts:

@@ -10,6 +10,7 @@ nothing else at hand.
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,15 @@ class Forecaster:
         the calibration offsets alone.
     offsets: the calibration [H, T, Q] on standardised values (`forecast.quantiles.calibrate`),
         None before `calibrate`.
+
+    A fleet model (forecast/fleet_datamodule.py) also carries:
+    series_columns: the id column(s) of a device ([] for a single-series model).
+    series_ids: the id of every device seen in training (tuples in series_columns order), in the
+        order of the network's device embedding when it has one.
+    series_mean, series_std: [D, C] the scaler of each seen device, fitted on its training span.
+    `scaler` is then the per-column median of those: what `forecast` uses without a per-window scaler.
+    Cold start: a device not seen in training is scaled on its own readings, the history a request
+    sends (`series_scaler`), and given device number -1 (the embedding's mean vector, if any).
     """
 
     net: torch.nn.Module
@@ -49,6 +59,10 @@ class Forecaster:
     net_args: dict
     levels: list[float] = field(default_factory=list)
     offsets: np.ndarray | None = None
+    series_columns: list[str] = field(default_factory=list)
+    series_ids: list[tuple] = field(default_factory=list)
+    series_mean: np.ndarray | None = None
+    series_std: np.ndarray | None = None
 
     @property
     def lookback(self) -> int:
@@ -68,55 +82,94 @@ class Forecaster:
         """Position of each target among the inputs."""
         return [self.inputs.index(name) for name in self.targets]
 
-    def forecast(self, raw: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    def forecast(
+        self, raw: np.ndarray, batch_size: int = 1024, scaler: Scaler | None = None, series: np.ndarray | None = None
+    ) -> np.ndarray:
         """Raw input windows [N, L, C] (columns in `inputs` order) -> forecasts [N, H, T] in data units.
 
-        Runs on the device the network lives on, `batch_size` windows at a time. With quantiles this
-        is the network's median.
+        With quantiles this is the network's median. scaler: each window's own scaler (a fleet's device
+        scalers: mean and std [N, 1, C]); None: the model's one scaler. series: [N] each window's device
+        number for a device embedding (-1: unseen); None: no device. Runs on the device the network
+        lives on, `batch_size` windows at a time.
         """
-        standardised = self._standardised(raw, batch_size)  # [N, H, T] or [N, H, T, Q]
+        scaler = scaler or self.scaler
+        standardised = self._standardised(raw, batch_size, scaler, series)  # [N, H, T] or [N, H, T, Q]
         if standardised.ndim == 4:
             standardised = standardised[..., quantiles.median_index(self.levels)]  # [N, H, T]
-        return self.scaler.inverse(standardised, self.target_index)
+        t = self.target_index
+        return standardised * scaler.std[..., t] + scaler.mean[..., t]
 
-    def forecast_quantiles(self, raw: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Raw input windows [N, L, C] -> calibrated, non-crossing quantiles [N, H, T, Q] in data units, at `levels`."""
+    def forecast_quantiles(
+        self, raw: np.ndarray, batch_size: int = 1024, scaler: Scaler | None = None, series: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Raw input windows [N, L, C] -> calibrated, non-crossing quantiles [N, H, T, Q] in data units, at `levels`.
+
+        scaler and series as in `forecast`.
+        """
         if not self.levels:
             raise InputError("this model forecasts points only; train it with model.quantiles=[0.1,0.5,0.9] for quantiles")
-        calibrated = quantiles.apply(self._uncalibrated(raw, batch_size), self.offsets)  # [N, H, T, Q] standardised
+        scaler = scaler or self.scaler
+        calibrated = quantiles.apply(self._uncalibrated(raw, batch_size, scaler, series), self.offsets)  # [N, H, T, Q] standardised
         t = self.target_index
-        return calibrated * self.scaler.std[t][:, None] + self.scaler.mean[t][:, None]
+        return calibrated * scaler.std[..., t][..., None] + scaler.mean[..., t][..., None]
 
-    def calibrate(self, raw: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    def calibrate(self, raw: np.ndarray, actual: np.ndarray, scaler: Scaler | None = None, series: np.ndarray | None = None) -> np.ndarray:
         """Calibrate the levels on held-out windows (the validation span): raw [N, L, C], actual [N, H, T] data units.
 
         Sets and returns `offsets` [H, T, Q] (split-conformal per step and target, `forecast.quantiles`).
+        scaler and series as in `forecast`.
         """
+        scaler = scaler or self.scaler
         t = self.target_index
-        truth = (actual - self.scaler.mean[t]) / self.scaler.std[t]  # [N, H, T] standardised
-        self.offsets = quantiles.calibrate(self._uncalibrated(raw), self.levels, truth)
+        truth = (actual - scaler.mean[..., t]) / scaler.std[..., t]  # [N, H, T] standardised
+        self.offsets = quantiles.calibrate(self._uncalibrated(raw, 1024, scaler, series), self.levels, truth)
         return self.offsets
 
-    def _uncalibrated(self, raw: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    def _uncalibrated(self, raw: np.ndarray, batch_size: int, scaler: Scaler, series: np.ndarray | None) -> np.ndarray:
         """The network's quantiles [N, H, T, Q] on standardised values; a point network's forecast at every level."""
-        standardised = self._standardised(raw, batch_size)
+        standardised = self._standardised(raw, batch_size, scaler, series)
         if standardised.ndim == 3:
             return np.repeat(standardised[..., None], len(self.levels), axis=-1)  # [N, H, T, Q]
         return standardised
 
     @torch.no_grad()
-    def _standardised(self, raw: np.ndarray, batch_size: int) -> np.ndarray:
-        """The one path through the network: raw windows [N, L, C] -> its output on standardised values,
+    def _standardised(self, raw: np.ndarray, batch_size: int, scaler: Scaler, series: np.ndarray | None) -> np.ndarray:
+        """The one path through the network: raw windows [N, L, C] -> its output on standardised values (float64),
         [N, H, T] for a point network, [N, H, T, Q] for one that emits quantiles."""
         self.net.eval()
-        device, out = self.device, []
+        device, out, per_window = self.device, [], scaler.mean.ndim == 3
         for start in range(0, len(raw), batch_size):
-            x = torch.from_numpy(self.scaler.transform(raw[start : start + batch_size], np.float32))  # [b, L, C]
-            out.append(self.net(x.to(device)).float().cpu().numpy())  # [b, H, T] or [b, H, T, Q]
+            stop = min(start + batch_size, len(raw))
+            part = Scaler(scaler.mean[start:stop], scaler.std[start:stop]) if per_window else scaler
+            x = torch.from_numpy(part.transform(raw[start:stop], np.float32)).to(device)  # [b, L, C]
+            if series is not None and getattr(self.net, "series", None) is not None:
+                y = self.net(x, torch.as_tensor(series[start:stop], dtype=torch.long, device=device))
+            else:
+                y = self.net(x)
+            out.append(y.float().cpu().numpy())  # [b, H, T] or [b, H, T, Q]
         if out:
             return np.concatenate(out).astype(np.float64)
         emits = quantiles.levels(self.net_args.get("quantiles"))
         return np.empty((0, self.horizon, len(self.targets), *([len(emits)] if emits else [])))
+
+    def series_index(self, ids: list[tuple]) -> np.ndarray:
+        """[N] the device number of each id (a tuple in series_columns order); -1 for a device not seen in training."""
+        known = {tuple(map(str, key)): d for d, key in enumerate(self.series_ids)}
+        return np.array([known.get(tuple(map(str, key)), -1) for key in ids], dtype=np.int64)
+
+    def series_scaler(self, index: np.ndarray, history: list[np.ndarray]) -> Scaler:
+        """Scaler [N, 1, C] of each window: its seen device's (index >= 0), else fitted on its own history [n, C] (cold start)."""
+        mean, std = np.empty((len(index), 1, len(self.inputs))), np.empty((len(index), 1, len(self.inputs)))
+        for i, (d, rows) in enumerate(zip(index, history)):
+            if d >= 0 and self.series_mean is not None:
+                mean[i, 0], std[i, 0] = self.series_mean[d], self.series_std[d]
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    own = Scaler.fit(np.asarray(rows, dtype=np.float64))
+                mean[i, 0] = np.where(np.isfinite(own.mean), own.mean, self.scaler.mean)
+                std[i, 0] = np.where(np.isfinite(own.std), own.std, self.scaler.std)
+        return Scaler(mean, std)
 
     def windows(self, frame: pd.DataFrame, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Input windows [N, L, C] (rows [t-L, t)) and actual values [N, H, T] (rows [t, t+H)) from each origin t.
@@ -158,6 +211,10 @@ class Forecaster:
                 "freq": self.freq,
                 "levels": list(self.levels),
                 "offsets": None if self.offsets is None else torch.from_numpy(np.asarray(self.offsets, dtype=np.float64)),
+                "series_columns": list(self.series_columns),
+                "series_ids": [list(map(str, key)) for key in self.series_ids],
+                "series_mean": None if self.series_mean is None else np.asarray(self.series_mean, np.float64).tolist(),
+                "series_std": None if self.series_std is None else np.asarray(self.series_std, np.float64).tolist(),
             },
             path,
         )
@@ -175,6 +232,12 @@ class Forecaster:
         net.eval()
         scaler = Scaler(mean=np.asarray(b["mean"]), std=np.asarray(b["std"]))
         offsets = b.get("offsets")
+        fleet = {
+            "series_columns": list(b.get("series_columns") or []),
+            "series_ids": [tuple(key) for key in b.get("series_ids") or []],
+            "series_mean": None if b.get("series_mean") is None else np.asarray(b["series_mean"]),
+            "series_std": None if b.get("series_std") is None else np.asarray(b["series_std"]),
+        }
         return cls(
             net,
             scaler,
@@ -184,4 +247,5 @@ class Forecaster:
             dict(b["net_args"]),
             [float(q) for q in b.get("levels", [])],
             None if offsets is None else offsets.numpy(),
+            **fleet,
         )

@@ -45,6 +45,8 @@ class ForecastModule(L.LightningModule):
             drifting series more closely, from fewer windows).
         network: which network: "recurrent" (`forecast.recurrent.RecurrentNet`), or a baseline:
             "linear", "last_value", "seasonal_naive" (`forecast.baselines`).
+        n_series: devices of a fleet (from the data); passed to a network with a device embedding
+            (model.series_embedding=true), ignored otherwise.
         **net: the network's hyper-parameters (cell, hidden_size, ...), see its class.
     """
 
@@ -61,6 +63,7 @@ class ForecastModule(L.LightningModule):
         network: str = "recurrent",
         quantiles: list[float] | None = None,
         calibration_window: float = 1.0,
+        n_series: int = 0,
         **net,
     ):
         super().__init__()
@@ -78,24 +81,33 @@ class ForecastModule(L.LightningModule):
             raise InputError(f"model.calibration_window={calibration_window}: give a share of the validation windows in (0, 1]")
         if self.levels and network in QUANTILE_NETWORKS:  # the network emits the levels
             net = {**net, "quantiles": self.levels}
+        net |= {"n_series": n_series} if net.get("series_embedding") else {}
         self.net_kwargs = {"network": network, **net}
+        shapes = {"n_inputs": n_inputs, "target_index": list(target_index), "lookback": lookback, "horizon": horizon}
+        self.net_args = {**self.net_kwargs, **shapes}  # what rebuilds the network (forecast.networks.build_network)
         self.net = build_network(network, n_inputs=n_inputs, target_index=target_index, lookback=lookback, horizon=horizon, **net)
         self.architecture = architecture(network, self.net)
-        self.loss = PinballLoss(self.levels) if "quantiles" in net else LOSSES[loss]()
+        quantile = "quantiles" in net
+        self.loss = PinballLoss(self.levels) if quantile else LOSSES[loss]()
+        self.cell_loss = PinballLoss(self.levels, reduction="none") if quantile else LOSSES[loss](reduction="none")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # [B, L, C] -> [B, H, T]
+    def forward(self, x: torch.Tensor, series: torch.Tensor | None = None) -> torch.Tensor:
+        if series is not None and getattr(self.net, "series", None) is not None:
+            return self.net(x, series)  # [B, L, C], [B] device numbers -> [B, H, T] ([B, H, T, Q])
+        return self.net(x)  # [B, L, C] -> [B, H, T] ([B, H, T, Q] with quantiles)
 
     def training_step(self, batch, batch_idx):
-        x, y = batch  # [B, L, C], [B, H, T]
-        loss = self.loss(self(x), y)
+        x, y, *series = batch  # [B, L, C], [B, H, T] (a fleet's: NaN where masked), [B] device numbers (fleets)
+        pred = self(x, *series)
+        loss = self.loss(pred, y) if not series else _masked(self.cell_loss, pred, y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
         return loss
 
     def validation_step(self, batch, batch_idx):
-        x, y = batch
-        pred = self(x)  # [B, H, T], or [B, H, T, Q] with quantiles: the median is the point forecast
-        mse = nn.functional.mse_loss(pred[..., median_index(self.levels)] if pred.dim() == 4 else pred, y)
+        x, y, *series = batch
+        pred = self(x, *series)  # [B, H, T], or [B, H, T, Q] with quantiles: the median is the point forecast
+        pred = pred[..., median_index(self.levels)] if pred.dim() == 4 else pred  # [B, H, T]
+        mse = nn.functional.mse_loss(pred, y) if not series else _masked(nn.MSELoss(reduction="none"), pred, y)
         self.log("val/loss", mse, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
 
     def configure_optimizers(self):
@@ -108,6 +120,13 @@ class ForecastModule(L.LightningModule):
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val/loss"}}
         return optimizer
+
+
+def _masked(loss: nn.Module, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean of an element-wise loss over the cells where y is not NaN (masked fleet channels); no host sync."""
+    valid = ~torch.isnan(y)  # [B, H, T]
+    cells = loss(pred, torch.where(valid, y, 0.0)) * valid  # [B, H, T] (a quantile loss: averaged over levels), 0 where masked
+    return cells.sum() / valid.sum().clamp(min=1)
 
 
 class StopOnNonFinite(Callback):

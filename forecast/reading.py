@@ -74,6 +74,8 @@ class Intake:
     infinite: dict[str, Cell] = field(default_factory=dict)
     coded: Counter = field(default_factory=Counter)
     nonfinite: Counter = field(default_factory=Counter)
+    ids: list[str] = field(default_factory=list)  # a fleet's id columns (forecast/fleet.py): read as text, kept aside
+    id_parts: list[pd.DataFrame] = field(default_factory=list)  # per file, the id columns of the rows kept
 
     def __post_init__(self):
         numbers = [_number(code) for code in self.spec.na_values]
@@ -206,9 +208,9 @@ class Intake:
         )
 
 
-def read(spec: CsvSpec, report: DataReport) -> Intake:
-    """Reads every file of report.files into one Intake."""
-    intake = Intake(spec, report)
+def read(spec: CsvSpec, report: DataReport, ids: list[str] = ()) -> Intake:
+    """Reads every file of report.files into one Intake; `ids`: id columns kept as text (intake.id_parts), not as readings."""
+    intake = Intake(spec, report, ids=list(ids))
     for path in report.files:
         part, kept = _read_file(path, intake)
         intake.parts.append(part)
@@ -226,8 +228,14 @@ def _read_file(path: str, intake: Intake) -> tuple[pd.DataFrame, np.ndarray | No
     encoding = sniff.encoding(path, spec)
     columns = _header(path, spec, encoding)
     stamp_columns = _timestamp_columns(columns, path, spec)
-    names = [name for name in columns if name not in stamp_columns]
+    names = [name for name in columns if name not in stamp_columns and name not in intake.ids]
     dtype = dict.fromkeys(stamp_columns, "str") if len(stamp_columns) == 2 or spec.time_format else {}
+    for name in intake.ids:
+        if name not in columns:
+            raise InputError(
+                f"'{path}' has no id column '{shown(name)}' (columns: {_listed(columns)}).\nSet data.series_column to its id column(s)."
+            )
+        dtype[name] = "str"
     if spec.layout == "long":
         for name, setting in ((spec.sensor_column, "sensor_column"), (spec.value_column, "value_column")):
             if name not in columns:
@@ -263,15 +271,18 @@ def _read_file(path: str, intake: Intake) -> tuple[pd.DataFrame, np.ndarray | No
     else:
         frame = pd.DataFrame(block.T, index=stamps, columns=names, copy=False)
     unusable = stamps.isna() | (raw[spec.sensor_column].isna().to_numpy() if spec.layout == "long" else False)
+    unusable |= raw[intake.ids].isna().any(axis=1).to_numpy() if intake.ids else False
     if not unusable.any():
         intake.blocks += [block] if spec.layout == "wide" else []
+        intake.id_parts += [raw[intake.ids]] if intake.ids else []
         return frame, None
     readings = raw.loc[unusable, names].notna().any(axis=1).to_numpy()
     if readings.any():
         row = np.flatnonzero(unusable)[np.argmax(readings)]
-        what = "timestamp" if pd.isna(stamps[row]) else "sensor id"
+        what = "timestamp" if pd.isna(stamps[row]) else "sensor id" if spec.layout == "long" else "device id"
         raise InputError(f"'{path}' line {line(path, row)} has a reading but no {what}.\nFix or remove that row.")
     report.rows_dropped[_EMPTY_ROWS] = report.rows_dropped.get(_EMPTY_ROWS, 0) + int(unusable.sum())
+    intake.id_parts += [raw.loc[~unusable, intake.ids]] if intake.ids else []
     return frame[~unusable], np.flatnonzero(~unusable)
 
 

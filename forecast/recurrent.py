@@ -55,6 +55,12 @@ class RecurrentNet(nn.Module):
         quantiles: forecast these levels (0.5 is always added) instead of one point, [B, H, T, Q],
             the head emitting Q values per step made non-crossing by `forecast.quantiles.monotone`;
             None or [] for a point forecast.
+        series_embedding: a learned vector per device of a fleet, added to every input segment's
+            embedding, so the shared network can tell devices apart. Off by default: without it
+            the network has no per-device parameters and forecasts a device it never saw as well
+            as one it did (cold start). With it, a device not seen in training (series number -1)
+            gets the mean of the learned vectors.
+        n_series: devices of the fleet (from the data), the rows of the embedding.
     """
 
     def __init__(
@@ -73,6 +79,8 @@ class RecurrentNet(nn.Module):
         channel_embedding: bool = True,
         decoder: str = "parallel",
         quantiles: list[float] | None = None,
+        series_embedding: bool = False,
+        n_series: int = 0,
     ):
         super().__init__()
         _check_choice("model.cell", cell, CELLS)
@@ -112,14 +120,19 @@ class RecurrentNet(nn.Module):
             self.channel = nn.Parameter(torch.randn(n_inputs, hidden_size - pos_size) * 0.02) if use_channels else None
             self.head = nn.Linear(hidden_size, w * out_width)
         self.window_norm = WindowNorm(norm, n_inputs, target_index)
+        self.series = nn.Embedding(max(int(n_series), 1), hidden_size) if series_embedding else None
+        if self.series is not None:
+            nn.init.normal_(self.series.weight, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, C = x.shape  # x: [B, L, C]
+    def forward(self, x: torch.Tensor, series: torch.Tensor | None = None) -> torch.Tensor:
+        B, L, C = x.shape  # x: [B, L, C]; series: [B] device numbers (-1: unseen), used by the embedding only
         x, stats = self.window_norm(x)  # [B, L, C]
         if self.channel_independent:
             x = x.transpose(1, 2).reshape(B * C, L, 1)  # [B*C, L, 1]: one series per channel
         x = self._segments(x)  # [N, S, w*c], N = B*C or B
         z = self.embed_input(x)  # [N, S, d]
+        if self.series is not None:
+            z = z + self._device_vectors(series, B).repeat_interleave(len(z) // B, dim=0).unsqueeze(1)  # [N, S, d]
         _, state = self.rnn(z)  # [layers, N, d] (LSTM: (h, c))
         if self.decoder == "direct":
             h = state[0] if self.cell == "lstm" else state
@@ -134,6 +147,15 @@ class RecurrentNet(nn.Module):
             y = y.reshape(B, C, self.horizon, *y.shape[3:]).transpose(1, 2)  # [B, H, C] ([B, H, C, Q])
             y = y.index_select(2, self.target_index)  # [B, H, T] ([B, H, T, Q])
         return self.window_norm.inverse(y, stats)  # [B, H, T] ([B, H, T, Q])
+
+    def _device_vectors(self, series: torch.Tensor | None, B: int) -> torch.Tensor:
+        """[B, d] each window's device vector; the mean vector for an unseen device (-1, out of range) or no device given."""
+        mean = self.series.weight.mean(dim=0)  # [d]
+        if series is None:
+            return mean.expand(B, -1)
+        known = (series >= 0) & (series < self.series.num_embeddings)  # [B]
+        vectors = self.series(series.clamp(0, self.series.num_embeddings - 1))  # [B, d]
+        return torch.where(known.unsqueeze(1), vectors, mean)
 
     def _segments(self, x: torch.Tensor) -> torch.Tensor:
         N, L, c = x.shape  # x: [N, L, c]

@@ -304,12 +304,16 @@ def _fill_gaps(index: pd.DatetimeIndex, values: np.ndarray, columns: list[str], 
             )
         short = lengths <= spec.max_gap
         report.values_masked += int(lengths[~short].sum())
-        starts, lengths = starts[short], lengths[short]  # filled on the line between the values either side
-        at, left, right = _positions(starts, lengths), column[starts - 1], column[starts + lengths]
-        share = (at - np.repeat(starts - 1, lengths)) / np.repeat(lengths + 1, lengths)
-        column[at] = np.repeat(left, lengths) + share * np.repeat(right - left, lengths)
-        report.values_interpolated += at.size
+        report.values_interpolated += interpolate(column, starts[short], lengths[short])
     return index, values
+
+
+def interpolate(column: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> int:
+    """Fills interior gaps (start, length) of a column in place, on the line between the values either side; returns cells filled."""
+    at, left, right = _positions(starts, lengths), column[starts - 1], column[starts + lengths]
+    share = (at - np.repeat(starts - 1, lengths)) / np.repeat(lengths + 1, lengths)
+    column[at] = np.repeat(left, lengths) + share * np.repeat(right - left, lengths)
+    return at.size
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

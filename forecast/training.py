@@ -27,7 +27,7 @@ from mlflow.models import ModelSignature, infer_signature
 from omegaconf import DictConfig, OmegaConf
 
 import forecast
-from forecast import config, evaluate, speed, tracking
+from forecast import config, evaluate, fleet_evaluate, fleet_share, speed, tracking
 from forecast.errors import InputError, JobFailed
 from forecast.forecaster import Forecaster
 from forecast.lightning_module import StopOnNonFinite
@@ -53,7 +53,7 @@ def train(cfg: DictConfig, output_dir: Path, command: str, extra_callbacks: Sequ
     epochs = tracking.EpochLog()
     callbacks = [StopOnNonFinite(), EarlyStopping("val/loss", patience=cfg.patience), best, epochs, *extra_callbacks]  # guard before log
     trainer = config.build(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(output_dir))
-    data = config.build(cfg.data)
+    data = config.build(cfg.data, **fleet_share.share(trainer, cfg))  # trainer=ddp on a fleet: this process's share of the devices
     say(*data.report.lines(), f"windows: {data.windows}")
     experiment_id = None
     if tracking.is_rank_zero():
@@ -121,6 +121,11 @@ def check_settings(cfg: DictConfig) -> None:
     clip = cfg.trainer.get("gradient_clip_val")
     if clip is not None and not (isinstance(clip, (int, float)) and 0 <= clip < math.inf):
         raise InputError(f"trainer.gradient_clip_val={clip}: give a finite norm of 0 or more, or null for no clipping")
+    if cfg.model.get("quantiles") and "series_column" in cfg.data:
+        raise InputError(
+            f"model.quantiles={list(cfg.model.quantiles)} with a fleet (data.series_column): quantile forecasts are not "
+            "calibrated per device yet.\nTrain the fleet with model.quantiles=null, or one device's file with data=csv."
+        )
     lookback, horizon = cfg.data.get("lookback"), cfg.data.get("horizon")
     if not all(isinstance(v, int) and v >= 1 for v in (lookback, horizon)):
         return  # the data module names the bad lookback or horizon
@@ -137,15 +142,22 @@ def check_settings(cfg: DictConfig) -> None:
 def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float]:
     """Calibrate the quantiles (if any) on the validation span, test the restored best model, and log
     metrics, report, plot and the servable model."""
-    forecaster = Forecaster(
-        module.net, data.scaler, data.inputs, data.targets, data.report.freq, {**module.net_kwargs, **data.model_args()}, module.levels
-    )
-    if forecaster.levels:  # split-conformal offsets per step and target from the validation windows (forecast/quantiles.py)
+    data = data.whole() if getattr(data, "world_size", 1) > 1 else data  # a fleet trained in shares: rank zero tests every device
+    forecaster = Forecaster(module.net, data.scaler, data.inputs, data.targets, data.report.freq, module.net_args, module.levels)
+    fleet = getattr(data, "fleet", None)  # a fleet (forecast/fleet_datamodule.py): scored per device
+    if fleet is not None:
+        forecaster.series_columns, forecaster.series_mean, forecaster.series_std = data.series_columns, data.mean, data.std
+        forecaster.series_ids = list(fleet.ids.itertuples(index=False, name=None))
+    elif forecaster.levels:  # split-conformal offsets per step and target from the validation windows (forecast/quantiles.py)
         forecaster.calibrate(*forecaster.windows(data.frame, recent(data.datasets["val"].origins, module.hparams.calibration_window)))
     started = time.perf_counter()
-    test = evaluate.forecast_test(forecaster, data.frame, data.datasets["test"].origins)
+    if fleet is None:
+        test = evaluate.forecast_test(forecaster, data.frame, data.datasets["test"].origins)
+        metrics = evaluate.test_metrics(test)
+    else:
+        test = fleet_evaluate.fleet_test(forecaster, data)
+        metrics = dict(test.metrics)
     predict_s = time.perf_counter() - started  # every test window, as the peers benchmark times it
-    metrics = evaluate.test_metrics(test)
     counts = count_parameters(module.net)
     metrics |= {
         "time/fit_s": fit_s,
@@ -158,7 +170,10 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
             "train/best_epoch": int(np.argmin(epochs.val_loss)),
             "val/best_loss": min(epochs.val_loss),
         }
-    inputs, _ = forecaster.windows(data.frame, test.origins[-256:])
+    if fleet is None:
+        inputs, _ = forecaster.windows(data.frame, test.origins[-256:])
+    else:
+        inputs = fleet_evaluate.device_windows(forecaster, data, np.arange(len(test.origins))[-256:])[0]
     metrics |= {f"inference/ms_per_window_b{b}": ms for b, ms in evaluate.latency_ms(forecaster, inputs).items()}
     metrics["memory/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this process so far
     if torch.cuda.is_available() and forecaster.device.type == "cuda":
@@ -169,18 +184,32 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        actual = data.frame[data.targets].to_numpy()
-        title = f"{module.architecture} on {data.name}: test forecasts (every {data.horizon}-step window)"
-        plot = plot_test_forecasts(
-            data.frame.index, actual, test.origins, test.pred, data.targets, title, tmp / "forecast_test.png", test.quantiles, test.levels
-        )
-        mlflow.log_artifact(plot, "plots")
-        log_evaluation(tmp, data, test)
+        if fleet is None:
+            actual = data.frame[data.targets].to_numpy()
+            title = f"{module.architecture} on {data.name}: test forecasts (every {data.horizon}-step window)"
+            plot = plot_test_forecasts(
+                data.frame.index,
+                actual,
+                test.origins,
+                test.pred,
+                data.targets,
+                title,
+                tmp / "forecast_test.png",
+                test.quantiles,
+                test.levels,
+            )
+            mlflow.log_artifact(plot, "plots")
+            log_evaluation(tmp, data, test)
+        else:
+            fleet_evaluate.log_fleet_evaluation(tmp, data, forecaster, test, f"{module.architecture} on {data.name}")
 
         forecaster.net.cpu()
         bundle = forecaster.save(tmp / "model.pt")
-        last = int(test.origins[-1])
-        example = data.frame.iloc[last - data.lookback : last][data.inputs].reset_index()
+        if fleet is None:
+            last = int(test.origins[-1])
+            example = data.frame.iloc[last - data.lookback : last][data.inputs].reset_index()
+        else:  # one device's last test input, in data units
+            example = fleet_evaluate.example_input(data, forecaster, test)
         example["timestamp"] = example["timestamp"].astype(str)  # as read from a CSV or sent as JSON
         served = ForecastPyfunc()
         served.forecaster = forecaster

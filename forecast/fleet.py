@@ -1,0 +1,434 @@
+"""Fleet ingestion: many devices' readings -> one stacked float32 array, each device regular on its own span.
+
+`load_fleet(spec, series_column, need)` reads either layout of a fleet export:
+
+- a long file (or glob of files): a timestamp, one or more id columns (`data.series_column`, a name or
+  a list such as [site, device]) and one or more reading columns on every row;
+- a folder with one CSV per device (timestamp and reading columns); the file name (without .csv)
+  is the id, under the first name of `data.series_column`.
+
+Files are read by forecast/reading.py (file sniffing, encodings, timestamps, numbers, missing codes,
+infinite values: every bad-input rule of a single series holds). Then, vectorised over the whole
+fleet (one sort by device and time; no per-device pandas work):
+
+1. rows of one device sharing a timestamp are merged by data.duplicates (error names the lines);
+2. each device's step is inferred (the most common one between its readings); with data.freq=null
+   the fleet's step is the most common one, and devices that read at another step are left out;
+   with data.freq set, finer readings are combined by data.aggregation, coarser devices left out;
+3. each device gets its own grid from its first to its last reading (late installs and
+   decommissions cost nothing), checked against data.max_grid_factor;
+4. devices whose grid is shorter than `need` rows (lookback + horizon) are left out;
+5. values are refused when too large (regular._check_magnitude), stuck runs are masked
+   (regular._mask_stuck), interior gaps of up to data.max_gap steps interpolated
+   (regular.interpolate) and longer ones masked (or refused with data.long_gaps=fail). A sensor's
+   missing stretch before its first or after its last reading on the device stays NaN.
+
+Interface (what later stages use):
+
+    Fleet.values   [R, C] float32: device d's grid is rows start[d] .. start[d]+length[d]-1; one NaN
+                   row before every device and after the last, so no run, gap or window crosses two
+                   devices. Columns: targets then covariates.
+    Fleet.start, Fleet.length, Fleet.first  [D] int64: first row, rows, first timestamp (ns, UTC)
+    Fleet.step (ns), Fleet.freq ("1h"), Fleet.tz, Fleet.ids (DataFrame [D], one column per id column)
+    Fleet.span: (first, last + step) ns of the whole fleet; with load_fleet(share=(rank, world)) a
+                   process holds only its share of devices but the same span (the same cuts)
+    Fleet.rows_before(stamp_ns) [D], Fleet.frame(d) (device d as a regular DataFrame), Fleet.index(d)
+    FleetReport: totals (reading's DataReport), `devices` (one row per device found, kept or
+    left out and why), lines() for the console, to_dict() for data_report.json.
+
+Devices left out are always named in the report (the first ten, then a count) and listed in full
+in `FleetReport.devices` (status column).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from forecast import reading, regular
+from forecast.errors import InputError
+from forecast.frame import CsvSpec, DataReport, _find_files, check_spec
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_WORST = 5  # devices named in the report's worst-offender lines
+_NAMED = 10  # devices left out named by id before a count
+
+
+@dataclass
+class FleetReport:
+    """What load_fleet found and changed: fleet totals and one row per device.
+
+    data: the reading totals (rows, files, missing codes, duplicates, ...) as a single series has them.
+    devices: one row per device found: its id column(s), readings, first, last, rows (grid steps),
+        duplicates, inserted (grid steps without a reading), interpolated, masked, stuck, longest_gap
+        (steps), status ("kept" or why it was left out).
+    """
+
+    data: DataReport
+    devices: pd.DataFrame = field(default_factory=pd.DataFrame)
+    id_columns: list[str] = field(default_factory=list)
+
+    @property
+    def freq(self) -> str:
+        return self.data.freq
+
+    @property
+    def kept(self) -> pd.DataFrame:
+        return self.devices[self.devices["status"] == "kept"]
+
+    @property
+    def left_out(self) -> pd.DataFrame:
+        return self.devices[self.devices["status"] != "kept"]
+
+    def name(self, row) -> str:
+        return "/".join(reading.shown(row[c]) for c in self.id_columns)
+
+    def lines(self) -> list[str]:
+        d, kept, out = self.data, self.kept, self.left_out
+        kept = kept.reindex(columns=[*kept.columns, *(c for c in ("masked", "stuck", "interpolated") if c not in kept)], fill_value=0)
+        lines = [
+            f"read {d.rows_read:,} rows from {d.files[0] if len(d.files) == 1 else f'{len(d.files):,} files'}: "
+            f"{len(self.devices):,} devices, {len(kept):,} kept, {len(out):,} left out; every {d.freq}",
+            f"kept: {int(kept['readings'].sum()):,} readings on {int(kept['rows'].sum()):,} grid steps; "
+            f"{int(kept['duplicates'].sum()):,} duplicate timestamps (kept {d.duplicate_policy}), {d.missing_codes:,} missing codes, "
+            f"{int(kept['stuck'].sum()):,} stuck values, {int(kept['interpolated'].sum()):,} interpolated, "
+            f"{int(kept['masked'].sum()):,} masked",
+            f"targets: {', '.join(map(reading.shown, d.targets))}; covariates: {', '.join(map(reading.shown, d.covariates)) or 'none'}",
+        ]
+        if len(kept):
+            share = (kept["masked"] + kept["stuck"]) / kept["rows"].clip(lower=1)
+            for _, row in kept.loc[share.sort_values(ascending=False).index[:_WORST]].iterrows():
+                if row["masked"] + row["stuck"] == 0:
+                    break
+                lines.append(
+                    f"  worst: {self.name(row)}: {row['masked']:,} masked, {row['stuck']:,} stuck of {row['rows']:,} steps "
+                    f"(longest gap {row['longest_gap']:,} steps), {row['first']} to {row['last']}"
+                )
+        for status, group in out.groupby("status", sort=False):
+            names = ", ".join(self.name(row) for _, row in group.iloc[:_NAMED].iterrows())
+            more = f" and {len(group) - _NAMED:,} more" if len(group) > _NAMED else ""
+            lines.append(f"  left out ({status}): {names}{more}")
+        return lines
+
+    def to_dict(self) -> dict:
+        out = self.left_out
+        return {
+            **self.data.to_dict(),
+            "devices": len(self.devices),
+            "devices_kept": len(self.kept),
+            "devices_left_out": {self.name(row): row["status"] for _, row in out.iterrows()},
+        }
+
+
+@dataclass
+class Fleet:
+    """Every kept device's regular grid, stacked (see the module docstring)."""
+
+    values: np.ndarray  # [R, C] float32
+    start: np.ndarray  # [D] first row of each device
+    length: np.ndarray  # [D] rows of each device
+    first: np.ndarray  # [D] ns timestamp of each device's first row
+    step: int  # ns
+    span: tuple[int, int]  # [first, last + step) in ns of the whole fleet (every rank's devices)
+    freq: str
+    tz: str | None
+    ids: pd.DataFrame  # [D] id columns
+    targets: list[str]
+    covariates: list[str]
+    report: FleetReport
+
+    @property
+    def columns(self) -> list[str]:
+        return self.targets + self.covariates
+
+    @property
+    def id_columns(self) -> list[str]:
+        return list(self.ids.columns)
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def rows_before(self, stamp: int) -> np.ndarray:
+        """[D] rows of each device whose timestamp is before `stamp` (ns)."""
+        return np.clip(-((self.first - stamp) // self.step), 0, self.length)  # ceil((stamp - first) / step)
+
+    def index(self, d: int) -> pd.DatetimeIndex:
+        stamps = pd.to_datetime(self.first[d] + self.step * np.arange(self.length[d]), utc=self.tz is not None)
+        stamps = stamps.tz_convert(self.tz) if self.tz is not None else stamps
+        return pd.DatetimeIndex(stamps, name="timestamp")
+
+    def frame(self, d: int) -> pd.DataFrame:
+        """Device d as a regular frame (a view of its rows)."""
+        rows = self.values[self.start[d] : self.start[d] + self.length[d]]
+        return pd.DataFrame(rows, index=self.index(d), columns=self.columns, copy=False)
+
+
+def series_columns(value) -> list[str]:
+    """data.series_column as a list of names (a string or a list of strings)."""
+    names = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
+    if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise InputError(
+            f"data.series_column={value!r} is not a column name or a list of distinct names.\n"
+            "Set it to the id column of the devices, e.g. data.series_column=device or data.series_column=[site,device]."
+        )
+    return names
+
+
+def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int, int] | None = None) -> Fleet:
+    """Reads a fleet (long file(s) or a folder with one file per device); see the module docstring.
+
+    share: (rank, world): keep only every world-th kept device from the rank-th (a DDP rank's share);
+    the report and Fleet.span still describe the whole fleet, so every rank cuts at the same timestamps.
+    """
+    offset = check_spec(spec)
+    if spec.layout != "wide":
+        raise InputError(
+            f"data.layout={spec.layout} does not apply to a fleet (reading '{spec.path}'): a fleet file has a timestamp, "
+            "the id column(s) and one column per reading.\nLeave data.layout=wide and name the id column(s) with data.series_column."
+        )
+    if offset is not None and not isinstance(offset, pd.offsets.Tick):
+        raise InputError(f"data.freq={spec.freq!r}: a fleet needs a fixed step (e.g. 15min, 1h, 1D), not a calendar one.")
+    folder = os.path.isdir(spec.path)
+    report = DataReport(files=_find_files(spec.path), duplicate_policy=spec.duplicates, overlap_policy=spec.overlap)
+    intake = reading.read(spec, report, ids=[] if folder else id_columns)
+    data = intake.data()
+    columns = intake.columns(data)
+    names = [c for c in columns if c in id_columns]
+    if names:
+        raise InputError(
+            f"'{spec.path}': '{names[0]}' is an id column (data.series_column) and a reading.\nFix data.targets / data.covariates."
+        )
+    codes, ids = _device_codes(intake, folder, id_columns)
+    values = (data if list(data.columns) == columns else data[columns]).to_numpy(dtype=np.float64)  # [N, C], a view of the block read
+    regular._check_magnitude(values.T, columns, intake)
+    with np.errstate(invalid="ignore"):
+        largest = np.maximum(np.abs(np.nanmax(values, axis=0)), np.abs(np.nanmin(values, axis=0)))  # [C]
+    for c, name in enumerate(columns):
+        if largest[c] > _FLOAT32_MAX / 16:
+            path, line, value = intake.largest(name)
+            raise InputError(
+                f"'{path}' line {line}, column '{reading.shown(name)}': {value:g} is too large for the network's float32.\n"
+                "Fix the value, or rescale the column to smaller units."
+            )
+    time = data.index.asi8
+    tz = None if data.index.tz is None else str(data.index.tz)
+    del data
+    intake.parts.clear()  # the frames read are no longer needed (messages from here on use intake.sources): free them
+    intake.id_parts.clear()
+    intake.blocks.clear()
+    position = np.arange(len(codes))  # row of each reading in intake.data(), for messages
+    if not _sorted(codes, time):
+        position = np.lexsort((time, codes))
+        codes, time, values = codes[position], time[position], values[position]
+    table = pd.DataFrame({c: ids[c].to_numpy() for c in ids.columns})
+    codes, time, values, position, table["duplicates"] = _merge_repeats(codes, time, values, position, intake, ids, len(ids), "duplicates")
+
+    devices = len(ids)
+    new = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])  # first reading of each device
+    table["readings"] = np.diff(np.r_[new, len(codes)])
+    step, own = _steps(codes, time, devices, None if offset is None else offset.nanos)
+    origin = time[new] if offset is None else time[new] - np.mod(time[new], step)  # a grid through the first reading, else midnight
+    table["first"], table["last"] = _stamps(time[new], tz), _stamps(time[np.r_[new[1:], len(codes)] - 1], tz)
+    slot, between = np.divmod(time - origin[codes], step)  # grid step of each reading, per device; readings off the grid
+    if between.any() or ((slot[1:] == slot[:-1]) & (codes[1:] == codes[:-1])).any():  # readings between grid points
+        codes, slot, values, position, _ = _merge_repeats(codes, slot, values, position, intake, ids, devices, "aggregation")
+        new = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    last = slot[np.r_[new[1:], len(codes)] - 1]
+    table["rows"] = last + 1
+    _check_grids(table, intake, position[np.r_[new[1:], len(codes)] - 1], step, list(ids.columns))
+
+    freq = _freq_text(step)
+    status = np.full(devices, "kept", dtype=object)
+    wrong = own != step if offset is None else own > step
+    status[wrong] = [f"reads every {_freq_text(s)}, not every {freq}" for s in own[wrong]]
+    short = (table["rows"].to_numpy() < need) & ~wrong
+    status[short] = f"fewer than lookback + horizon = {need} steps"
+    table["status"] = status
+    kept = np.flatnonzero(status == "kept")
+    report.freq = freq
+    if not len(kept):
+        raise InputError(
+            f"'{spec.path}': no device is left: {len(table):,} devices, {int(wrong.sum()):,} at another step than {freq}, "
+            f"{int(short.sum()):,} shorter than lookback + horizon = {need} steps.\nLower data.lookback / data.horizon, or set data.freq.",
+            context=FleetReport(report, table, list(ids.columns)).lines(),
+        )
+
+    span = (int(origin[kept].min()), int((origin[kept] + table["rows"].to_numpy()[kept] * step).max()))  # the whole fleet's
+    if share is not None:
+        kept = kept[share[0] :: share[1]]
+        if not len(kept):
+            raise InputError(f"'{spec.path}': {share[1]} processes share a fleet of {len(table):,} devices; some would have none.")
+    length = table["rows"].to_numpy()[kept]
+    start = 1 + np.r_[0, np.cumsum(length + 1)[:-1]]  # a NaN row before every device
+    at = np.full(devices, -1, np.int64)
+    at[kept] = start
+    rows = at[codes]  # [N] first row of each reading's device in the stack; -1: a device left out
+    rows += slot  # the reading's own row
+    stack = np.full((int(start[-1] + length[-1] + 1), len(columns)), np.nan, np.float32)  # [R, C]
+    if len(kept) == devices:
+        stack[rows] = values
+    else:
+        use = np.isin(codes, kept)
+        stack[rows[use]] = values[use]
+    del values, rows, slot, between
+    table["inserted"] = table["rows"] - table["readings"]
+    _clean(stack, start, length, kept, table, step, spec, report, columns, list(ids.columns))
+    report.start, report.end = str(table["first"].iloc[kept].min()), str(table["last"].iloc[kept].max())
+    report.rows, report.grid_steps = int(length.sum()), int(length.sum())
+    fleet_report = FleetReport(report, table, list(ids.columns))
+    return Fleet(
+        values=stack,
+        start=start,
+        length=length,
+        first=origin[kept],
+        step=step,
+        span=span,
+        freq=freq,
+        tz=tz,
+        ids=ids.iloc[kept].reset_index(drop=True),
+        targets=report.targets,
+        covariates=report.covariates,
+        report=fleet_report,
+    )
+
+
+def _device_codes(intake: reading.Intake, folder: bool, id_columns: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """[N] device number of every reading (in order of first appearance) and the ids [D] (one column per id column)."""
+    if folder:
+        names = [os.path.splitext(os.path.basename(path))[0] for path in intake.report.files]
+        return intake.file_numbers().astype(np.int64), pd.DataFrame({id_columns[0]: names})
+    parts = intake.id_parts[0] if len(intake.id_parts) == 1 else pd.concat(intake.id_parts, ignore_index=True)
+    codes, uniques = pd.factorize(parts[id_columns[0]])  # in order of first appearance
+    names = [np.asarray(uniques, dtype=object)]  # per id column, its value for each device
+    for name in id_columns[1:]:  # one number per combination of ids, again in order of first appearance
+        column, uniques = pd.factorize(parts[name])
+        codes, combined = pd.factorize(codes * len(uniques) + column)
+        names = [*(n[combined // len(uniques)] for n in names), np.asarray(uniques, dtype=object)[combined % len(uniques)]]
+    ids = pd.DataFrame({name: pd.Series(values, dtype=str).str.strip() for name, values in zip(id_columns, names)})
+    return codes.astype(np.int64, copy=False), ids
+
+
+def _sorted(codes: np.ndarray, time: np.ndarray) -> bool:
+    """Whether rows are already grouped by device (each device one block, devices in order of first appearance) and in time order."""
+    change = np.flatnonzero(codes[1:] != codes[:-1])  # last row of every block but the last
+    if not (np.diff(codes[np.r_[change, len(codes) - 1]]) == 1).all():  # codes number devices by first appearance
+        return False
+    backwards = np.diff(time) < 0
+    backwards[change] = False  # a new device may start earlier
+    return not backwards.any()
+
+
+def _merge_repeats(codes, key, values, position, intake, ids, devices, policy):
+    """Rows of one device sharing `key` (a timestamp, or a grid step) merged by data.duplicates or data.aggregation."""
+    spec = intake.spec
+    same = np.r_[False, (codes[1:] == codes[:-1]) & (key[1:] == key[:-1])]  # rows sorted by device and key
+    per_device = np.bincount(codes[same], minlength=devices)
+    if not same.any():
+        return codes, key, values, position, per_device
+    how = spec.duplicates if policy == "duplicates" else spec.aggregation
+    if how == "error":
+        hit = int(np.argmax(same))
+        places = ", ".join(f"'{path}' line {line}" for path, line in intake.places(position[[hit - 1, hit]]))
+        name = "/".join(map(str, ids.iloc[codes[hit]]))
+        raise InputError(
+            f"device '{reading.shown(name)}': timestamp {pd.Timestamp(key[hit])} occurs more than once ({places}) and "
+            "data.duplicates=error.\nRemove the repeated rows, or set data.duplicates to mean, first or last."
+        )
+    if policy == "duplicates":
+        intake.report.duplicates = int(same.sum())
+    values = values if values.flags.writeable else np.array(values)  # pandas may hand out the block read-only
+    involved = same | np.r_[same[1:], False]  # every row of a group of repeats
+    group = np.cumsum(~same[involved]) - 1
+    merged = pd.DataFrame(values[involved]).groupby(group)
+    values[np.flatnonzero(involved & ~same)] = (merged.sum(min_count=1) if how == "sum" else merged.agg(how)).to_numpy(dtype=np.float64)
+    keep = ~same
+    return codes[keep], key[keep], values[keep], position[keep], per_device
+
+
+def _steps(codes: np.ndarray, time: np.ndarray, devices: int, given: int | None) -> tuple[int, np.ndarray]:
+    """The fleet's step (ns) and each device's own most common step ([D], 0 for a single reading)."""
+    inside = codes[1:] == codes[:-1]
+    if not inside.any():
+        if given is None:
+            raise InputError("every device has a single reading: too few to infer the step.\nAdd readings, or set data.freq, e.g. '1h'.")
+        return given, np.full(devices, given)
+    gaps, owner = np.diff(time), codes[1:]  # [N-1]: a gap belongs to its later reading's device
+    every = max(1, gaps.size // 1_000_000)
+    common = int(pd.Series(gaps[::every][inside[::every]]).value_counts().index[0])
+    hits = np.bincount(owner, weights=(gaps == common) & inside, minlength=devices)
+    total = np.bincount(codes, minlength=devices) - 1
+    own = np.where(2 * hits > total, common, 0)
+    for d in np.flatnonzero((2 * hits <= total) & (total > 0)):  # the few devices where the common step is not a majority
+        own[d] = int(pd.Series(gaps[(owner == d) & inside]).value_counts().index[0])
+    own[total == 0] = given or common
+    if given is not None:
+        return given, own
+    steps, counts = np.unique(own, return_counts=True)  # the fleet's step: the one most devices read at
+    return int(steps[np.argmax(counts)]), own
+
+
+def _check_grids(table: pd.DataFrame, intake: reading.Intake, last_rows: np.ndarray, step: int, id_columns) -> None:
+    """Refuses a device whose grid has far more steps than it has readings (a typo in a year), before the stack is built."""
+    spec = intake.spec
+    allowed = spec.max_grid_factor * table["readings"].to_numpy() + regular._GRID_SLACK
+    worst = table["rows"].to_numpy() - allowed
+    if not (worst > 0).any():
+        return
+    d = int(np.argmax(worst))
+    row = table.iloc[d]
+    path, line = intake.places([last_rows[d]])[0]
+    name = "/".join(reading.shown(row[c]) for c in id_columns)
+    raise InputError(
+        f"device '{name}': a grid every {_freq_text(step)} from {row['first']} to {row['last']} ('{path}' line {line}) would need "
+        f"{row['rows']:,} steps for {row['readings']:,} readings, more than data.max_grid_factor={spec.max_grid_factor:g} per reading.\n"
+        "Fix its timestamps (a typo in a year?), set data.freq to the step the devices report at, or raise data.max_grid_factor."
+    )
+
+
+def _clean(stack, start, length, kept, table, step, spec, report, columns, id_columns) -> None:
+    """Stuck runs masked, interior gaps filled or masked, per device; counts into the table and the report."""
+    devices = len(table)
+    stuck = np.zeros(devices, np.int64)
+    if spec.stuck_steps is not None:
+        before = np.add.reduceat(np.isnan(stack).sum(axis=1), start)  # [D] NaN cells from each device's start to the next
+        regular._mask_stuck(stack.T, spec, report)  # the NaN rows between devices end every run
+        stuck[kept] = np.add.reduceat(np.isnan(stack).sum(axis=1), start) - before
+    interpolated, masked, longest = np.zeros(devices, np.int64), np.zeros(devices, np.int64), np.zeros(devices, np.int64)
+    ends = start + length  # the NaN row after each device
+    for c, name in enumerate(columns):
+        column = stack[:, c]  # [R] a view
+        starts, lengths = regular._runs(np.isnan(column))
+        device = np.searchsorted(start, starts, side="right") - 1  # -1: the leading NaN row
+        home = device.clip(0)
+        inside = (device >= 0) & (starts > start[home]) & (starts + lengths < ends[home])  # touching neither edge of its device's grid
+        starts, lengths, device = starts[inside], lengths[inside], device[inside]
+        if spec.long_gaps == "fail" and (lengths > spec.max_gap).any():
+            g = int(np.argmax(lengths))
+            d = kept[device[g]]
+            gap_start = pd.Timestamp(table["first"].iloc[d]) + pd.Timedelta(int(starts[g] - start[device[g]]) * step)
+            raise InputError(
+                f"device '{'/'.join(map(str, table.iloc[d][id_columns]))}' column '{reading.shown(name)}': a gap of {lengths[g]} steps "
+                f"from {gap_start} is longer than data.max_gap={spec.max_gap}.\n"
+                f"Set data.max_gap={lengths[g]} to interpolate it, or data.long_gaps=mask to skip it."
+            )
+        short = lengths <= spec.max_gap
+        regular.interpolate(column, starts[short], lengths[short])
+        np.add.at(interpolated, kept[device[short]], lengths[short])
+        np.add.at(masked, kept[device[~short]], lengths[~short])
+        np.maximum.at(longest, kept[device], lengths)
+    table["interpolated"], table["masked"], table["stuck"], table["longest_gap"] = interpolated, masked, stuck, longest
+    report.values_interpolated, report.values_masked, report.stuck_values = int(interpolated.sum()), int(masked.sum()), int(stuck.sum())
+    report.longest_gap = None
+
+
+def _stamps(ns: np.ndarray, tz: str | None) -> pd.DatetimeIndex:
+    stamps = pd.to_datetime(ns, utc=tz is not None)
+    return stamps.tz_convert(tz) if tz is not None else stamps
+
+
+def _freq_text(step: int) -> str:
+    text = pd.tseries.frequencies.to_offset(pd.Timedelta(int(step), unit="ns")).freqstr
+    return text if text[0].isdigit() else f"1{text}"
