@@ -137,6 +137,7 @@ def test_duplicates_missing_codes_and_stuck_values_per_device(tmp_path):
     fleet = load_fleet(CsvSpec(path=path, na_values=[-9999], stuck_steps=6), ["device"], L + H)
     table = fleet.report.devices.set_index("device")
     assert table.loc["m0", "duplicates"] == 1 and table.loc["m1", "stuck"] == 21 and table.loc["m0", "stuck"] == 0
+    assert table.loc["m0", "readings"] == 400 and table.loc["m0", "inserted"] == 0  # readings at distinct timestamps
     assert fleet.report.data.missing_codes == 1 and table.loc["m0", "interpolated"] == 1
     assert fleet.frame(0)["power"].iloc[20] == pytest.approx(frame["power"].iloc[20] + 1, abs=1e-3)  # the mean of the two
     with pytest.raises(InputError, match=r"device 'm0': timestamp 2024-01-01 20:00:00 occurs more than once \('.*f.csv' line 22, "):
@@ -361,3 +362,5 @@ def test_training_scores_every_device(tmp_path):
     np.testing.assert_allclose(np.percentile(table["mse_scaled"], 50), metrics["test/series_mse_scaled_p50"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/worst_series.png" in artifacts
+    windows = pd.read_parquet(client.download_artifacts(run.info.run_id, "evaluation/test_by_window.parquet", str(tmp_path)))
+    assert windows["origin"].is_unique and list(windows.columns[:3]) == ["origin", "timestamp", "series"]  # pairs windows across runs
