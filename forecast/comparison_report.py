@@ -3,10 +3,11 @@
 Everything comes from the tracking store (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db): the
 parent run's settings and its `speed.json` (the networks' interleaved training-step times,
 `forecast.speed`), its children's metrics and val/loss histories, and their `evaluation/`
-artifacts (errors per window and per horizon step, an example window), so a comparison trained on
-a cluster can be reported anywhere. A comparison of quantile models (`model.quantiles`) adds the
-CRPS and interval coverage per architecture, a paired test on the per-window CRPS and a reliability
-plot (nominal against observed coverage). `python -m forecast.compare` calls `build` at its end, which
+artifacts (errors per window and per horizon step, an example window; on a fleet, errors per device:
+forecast/comparison_fleet.py), so a comparison trained on a cluster can be reported anywhere. A
+comparison of quantile models (`model.quantiles`) adds the CRPS and interval coverage per
+architecture, a paired test on the per-window CRPS and a reliability plot (nominal against observed
+coverage). `python -m forecast.compare` calls `build` at its end, which
 also sets the verdict as the parent run's description in the MLflow UI.
 """
 
@@ -17,7 +18,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -28,7 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from forecast import comparison_tuning, speed, stats, tracking  # noqa: E402
+from forecast import comparison_fleet, comparison_tuning, speed, stats, tracking  # noqa: E402
 from forecast.errors import InputError  # noqa: E402
 
 # (label, metric, digits): the per-architecture table, mean ± std over seeds
@@ -70,6 +71,7 @@ class Comparison:
     example: dict[str, pd.DataFrame]  # run id -> the last test window, actual and forecast
     val_loss: dict[str, list[float]]  # run id -> val/loss per epoch
     speed: dict | None  # the parent's speed.json (forecast.speed.measure_comparison), if measured
+    by_series: dict[str, pd.DataFrame] = field(default_factory=dict)  # run id -> a fleet's per-series scores (comparison_fleet)
 
 
 def collect(client: MlflowClient, parent_id: str) -> Comparison:
@@ -79,7 +81,7 @@ def collect(client: MlflowClient, parent_id: str) -> Comparison:
     )
     if not children:
         raise InputError(f"comparison {parent_id} has no finished child runs yet")
-    rows, by_window, by_step, example, val_loss = [], {}, {}, {}, {}
+    rows, by_window, by_step, example, val_loss, by_series = [], {}, {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for run in children:
             rid, m, p, t = run.info.run_id, run.data.metrics, run.data.params, run.data.tags
@@ -99,7 +101,10 @@ def collect(client: MlflowClient, parent_id: str) -> Comparison:
             folder = Path(client.download_artifacts(rid, "evaluation", tmp + "/" + rid))
             by_window[rid] = pd.read_parquet(folder / "test_by_window.parquet")
             by_step[rid] = pd.read_parquet(folder / "test_by_step.parquet")
-            example[rid] = pd.read_parquet(folder / "example_window.parquet")
+            if (folder / "example_window.parquet").is_file():  # a fleet's run has plots/worst_series.png instead
+                example[rid] = pd.read_parquet(folder / "example_window.parquet")
+            if (folder / comparison_fleet.FILE).is_file():
+                by_series[rid] = pd.read_parquet(folder / comparison_fleet.FILE)
             val_loss[rid] = [x.value for x in sorted(client.get_metric_history(rid, "val/loss"), key=lambda x: x.step)]
     runs = pd.DataFrame(rows).sort_values(["condition", "architecture", "seed"], ignore_index=True)
     logged = {a.path for a in client.list_artifacts(parent_id)}
@@ -109,9 +114,8 @@ def collect(client: MlflowClient, parent_id: str) -> Comparison:
     # the plan's order (the first model is the reference); a comparison logged without one: as found
     models = [m for m in plan.get("models", []) if m in set(runs["architecture"])] or sorted(set(runs["architecture"]))
     conditions = [c for c in plan.get("conditions", ["base"]) if c in set(runs["condition"])] or sorted(set(runs["condition"]))
-    return Comparison(
-        parent, runs, models, conditions, int(children[0].data.params["data.horizon"]), by_window, by_step, example, val_loss, measured
-    )
+    horizon = int(children[0].data.params["data.horizon"])
+    return Comparison(parent, runs, models, conditions, horizon, by_window, by_step, example, val_loss, measured, by_series)
 
 
 # ---- the numbers -------------------------------------------------------------------------------------
@@ -130,6 +134,7 @@ class Verdict:
     speed: str  # the speed clause of the sentence (also when `step` is None: not measured, nothing to train)
     params_a: float  # trainable parameters, mean over seeds (0 for last_value, seasonal_naive)
     params_b: float
+    series: comparison_fleet.SeriesVerdict | None = None  # a fleet: the models paired device by device
 
     @property
     def rel_diff(self) -> float:
@@ -145,7 +150,7 @@ class Verdict:
 def window_losses(c: Comparison, condition: str, model: str, loss: str = "mse_scaled") -> pd.Series:
     """Per-window `loss` (scaled MSE, or crps) averaged over the seeds of one model, indexed by forecast origin."""
     ids = c.runs.query("condition == @condition and architecture == @model")["run_id"]
-    return pd.concat([c.by_window[r].set_index("origin")[loss] for r in ids], axis=1).mean(axis=1)
+    return pd.concat([per_origin(c.by_window[r], loss) for r in ids], axis=1).mean(axis=1)
 
 
 def has_quantiles(c: Comparison) -> bool:
@@ -181,6 +186,13 @@ def coverage_keys(c: Comparison) -> list[tuple[str, str]]:
     return sorted(((k.removeprefix("test/coverage_"), k) for k in keys), key=lambda pk: -float(pk[0]))
 
 
+def per_origin(windows: pd.DataFrame, loss: str = "mse_scaled") -> pd.Series:
+    """A run's per-window `loss` by forecast origin; a fleet's (origins are times, several devices each): the mean per time."""
+    if windows["origin"].is_unique:
+        return windows.set_index("origin")[loss]
+    return windows.groupby("origin")[loss].mean()
+
+
 def verdict(c: Comparison, condition: str, a: str, b: str) -> Verdict | None:
     runs = c.runs[c.runs["condition"] == condition]
     if not {a, b} <= set(runs["architecture"]):
@@ -189,6 +201,7 @@ def verdict(c: Comparison, condition: str, a: str, b: str) -> Verdict | None:
     la, lb = window_losses(c, condition, a), window_losses(c, condition, b)
     la, lb = la.align(lb, join="inner")
     step, clause = step_speed(c, condition, a, b)
+    run_ids = lambda m: list(runs.loc[runs["architecture"] == m, "run_id"])  # noqa: E731
     return Verdict(
         a,
         b,
@@ -199,6 +212,7 @@ def verdict(c: Comparison, condition: str, a: str, b: str) -> Verdict | None:
         clause,
         float(mean.loc[a, "model/params"]),
         float(mean.loc[b, "model/params"]),
+        comparison_fleet.series_verdict(c.by_series, run_ids(a), run_ids(b), a, b),
     )
 
 
@@ -234,6 +248,14 @@ def sentence(v: Verdict, dataset: str) -> str:
         accuracy = f"the {name(better)} is {gain:.1%} more accurate (its test scaled MSE is {gain:.1%} lower, {test})"
     else:
         accuracy = f"their accuracy does not differ significantly (the {name(better)}'s test scaled MSE is {gain:.1%} lower, {test})"
+    if v.series is not None:  # a fleet: the devices are the paired units
+        pooled = f"pooled over all test windows the {name(better)}'s scaled MSE is {gain:.1%} lower"
+        per_device = comparison_fleet.clause(v.series, name, p_text)
+        if v.series.test.p_value < 0.05:
+            typical = v.b if v.series.test.median_diff > 0 else v.a
+            accuracy = f"the {name(typical)} is more accurate device by device: {per_device}; {pooled}"
+        else:
+            accuracy = f"their accuracy does not differ significantly device by device ({per_device}); {pooled}"
     none = [m for m, n in ((v.a, v.params_a), (v.b, v.params_b)) if not n]
     if none:
         params = f"the {' and the '.join(map(name, none))} {'has' if len(none) == 1 else 'have'} no parameters"
@@ -277,8 +299,9 @@ def build(parent_id: str, folder: Path, log: bool = True) -> Path:
         "error_vs_fit_time.png": plot_error_vs_fit_time(c),
         "val_loss_by_epoch.png": plot_val_loss(c),
         "error_by_step.png": plot_error_by_step(c),
-        "example_forecast.png": plot_example(c),
     }
+    if c.example:
+        plots["example_forecast.png"] = plot_example(c)
     if has_quantiles(c):
         plots["reliability.png"] = plot_reliability(c)
     for file, fig in plots.items():
@@ -294,6 +317,7 @@ def build(parent_id: str, folder: Path, log: bool = True) -> Path:
             prefix = f"verdict/{v.b}_vs_{v.a}"
             step = {f"step_time_{k}": v.step[k] for k in ("ratio", "ratio_q25", "ratio_q75")} if v.step else {}
             for key, value in {
+                **(comparison_fleet.metrics(v.series) if v.series else {}),
                 "mse_rel_diff": v.rel_diff,
                 "dm_p_value": v.test.p_value,
                 "dm_statistic": v.test.statistic,
@@ -361,6 +385,7 @@ def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, 
                 f"{v.test.p_value:.3g} | {step} | {v.params_ratio:.2f} |".replace("| nan |", "| - |")
             )
     out += ["", "Ratios are " + name(c.models[0]) + " / the other model: above 1 the other model is faster (or smaller).", ""]
+    out += comparison_fleet.section([(cond, v.series) for (cond, _), v in verdicts.items() if v and v.series], name, p_text)
     out += claims(c, verdicts)
     out += [
         f"## Measured per architecture ({dataset}, condition base, mean ± std over {base['seed'].nunique()} seeds)",

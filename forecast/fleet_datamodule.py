@@ -28,9 +28,10 @@ from torch.utils.data import DataLoader
 from forecast.datamodule import check_settings, loader
 from forecast.errors import InputError
 from forecast.fleet import load_fleet, series_columns
+from forecast.fleet_share import OwnShare, fewest
 from forecast.fleet_windows import FleetWindows, fit_scalers, fleet_origins, scale, split_times
 from forecast.frame import CsvSpec
-from forecast.windows import SPLITS, Scaler
+from forecast.windows import SPLITS, Scaler, as_batch
 
 
 class FleetDataModule(L.LightningDataModule):
@@ -53,6 +54,12 @@ class FleetDataModule(L.LightningDataModule):
             must be valid. conf/data/fleet.yaml takes it from model.channel_independent.
         num_workers: DataLoader worker processes.
         pin_memory: pin batches in page-locked memory.
+        rank, world_size: a data-parallel training (trainer=ddp; training.py passes them,
+            forecast/fleet_share.py): this process keeps, regularises, scales and windows only its
+            share of the devices (every world_size-th from the rank-th: load_fleet's share), cut at
+            the whole fleet's timestamps; every process trains on as many of its own windows per
+            epoch as the one with the fewest (DDP steps in lockstep), and `whole()` gives rank zero
+            the whole fleet for the test evaluation and the saved model.
         **read: how to read the CSV, passed to `CsvSpec` (timestamp, targets, na_values, max_gap, ...).
     """
 
@@ -71,9 +78,17 @@ class FleetDataModule(L.LightningDataModule):
         channel_independent: bool = True,
         num_workers: int = 0,
         pin_memory: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
         **read,
     ):
         super().__init__()
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.settings = dict(  # what builds it again (`whole`)
+            path=path, series_column=series_column, name=name, lookback=lookback, horizon=horizon, val_fraction=val_fraction,
+            test_fraction=test_fraction, cuts=cuts, batch_size=batch_size, train_stride=train_stride,
+            channel_independent=channel_independent, num_workers=num_workers, pin_memory=pin_memory, **read,
+        )  # fmt: skip
         numbers = {"lookback": lookback, "horizon": horizon, "batch_size": batch_size, "train_stride": train_stride}
         fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction, "train_fraction": 1.0}
         if "borders" in read or "train_fraction" in read:
@@ -84,7 +99,10 @@ class FleetDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.pin_memory = int(batch_size), int(num_workers), pin_memory
         self.path, self.series_columns = str(path), series_columns(series_column)
 
-        self.fleet = load_fleet(CsvSpec(path=self.path, **read), self.series_columns, self.lookback + self.horizon)
+        share = (self.rank, self.world_size) if self.world_size > 1 else None
+        self.fleet = load_fleet(CsvSpec(path=self.path, **read), self.series_columns, self.lookback + self.horizon, share)
+        if self.world_size > 1:
+            print(f"rank {self.rank} of {self.world_size}: {len(self.fleet):,} devices of this process's share", flush=True)
         self.report = self.fleet.report
         self.series_columns = self.fleet.id_columns  # a folder's ids: the first name only
         self.targets, self.covariates = list(self.fleet.targets), list(self.fleet.covariates)
@@ -150,11 +168,30 @@ class FleetDataModule(L.LightningDataModule):
             "n_series": len(self.fleet),
         }
 
+    def whole(self) -> FleetDataModule:
+        """The same data module over every device (itself when it already is): a share's rank zero evaluates the whole fleet."""
+        return self if self.world_size == 1 else FleetDataModule(**self.settings)
+
     def train_dataloader(self) -> DataLoader:
-        return loader(self.datasets["train"], self.batch_size, True, self.num_workers, self.pin_memory)
+        return self._loader("train", True)
 
     def val_dataloader(self) -> DataLoader:
-        return loader(self.datasets["val"], self.batch_size, False, self.num_workers, self.pin_memory)
+        return self._loader("val", False)
 
     def test_dataloader(self) -> DataLoader:
-        return loader(self.datasets["test"], self.batch_size, False, self.num_workers, self.pin_memory)
+        return self._loader("test", False)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        if self.world_size == 1:
+            return loader(dataset, self.batch_size, shuffle, self.num_workers, self.pin_memory)
+        count = fewest(len(dataset)) if shuffle else len(dataset)  # training: the same number of steps on every process
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if shuffle else max(self.batch_size, 512),
+            sampler=OwnShare(dataset, count, shuffle),
+            collate_fn=as_batch,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )

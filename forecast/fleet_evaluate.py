@@ -183,12 +183,22 @@ def plot_worst(data, forecaster: Forecaster, test: FleetTest, title: str, path: 
     return path
 
 
-def example_input(data, forecaster: Forecaster, test: FleetTest) -> pd.DataFrame:
-    """The last test window's input (its device's last L readings before the origin, data units) as a frame with a timestamp column."""
-    raw = device_windows(forecaster, data, np.array([len(test.origins) - 1]))[0][0]  # [L, C]
-    origin = test.by_window["timestamp"].iloc[-1]
-    stamps = pd.date_range(end=origin - pd.Timedelta(int(data.fleet.step)), periods=data.lookback, freq=pd.Timedelta(int(data.fleet.step)))
-    return pd.DataFrame(raw, columns=data.inputs).assign(timestamp=stamps)[["timestamp", *data.inputs]]
+def example_input(data, forecaster: Forecaster, test: FleetTest, devices: int = 2) -> pd.DataFrame:
+    """The served model's input example: the last test window's input of the last `devices` devices with test windows
+    (each device's last L readings before its origin, data units), in long form: id column(s), timestamp, inputs."""
+    last = np.unique(test.series[::-1], return_index=True)[1]  # per device: its last window, counted from the end
+    chosen = np.sort(len(test.series) - 1 - last)[-devices:]  # [n] indices of the last windows of the last devices
+    raw, _, _, s = device_windows(forecaster, data, chosen)  # [n, L, C]
+    step = pd.Timedelta(int(data.fleet.step))
+    parts = []
+    for j, at in enumerate(chosen):
+        origin = test.by_window["timestamp"].iloc[at]
+        part = pd.DataFrame(raw[j], columns=data.inputs)
+        part.insert(0, "timestamp", pd.date_range(end=origin - step, periods=data.lookback, freq=step))
+        for k, name in enumerate(data.series_columns):
+            part.insert(k, name, data.fleet.ids[name].iloc[s[j]])
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 def example_window(data, forecaster: Forecaster, test: FleetTest) -> pd.DataFrame:

@@ -87,10 +87,10 @@ class Forecaster:
     ) -> np.ndarray:
         """Raw input windows [N, L, C] (columns in `inputs` order) -> forecasts [N, H, T] in data units.
 
-        Runs on the device the network lives on, `batch_size` windows at a time. With quantiles this
-        is the network's median. scaler: each window's own scaler (a fleet's device scalers: mean and
-        std [N, 1, C]); None: the model's one scaler. series: [N] each window's device number for a
-        device embedding (-1: unseen); None: no device.
+        With quantiles this is the network's median. scaler: each window's own scaler (a fleet's device
+        scalers: mean and std [N, 1, C]); None: the model's one scaler. series: [N] each window's device
+        number for a device embedding (-1: unseen); None: no device. Runs on the device the network
+        lives on, `batch_size` windows at a time.
         """
         scaler = scaler or self.scaler
         standardised = self._standardised(raw, batch_size, scaler, series)  # [N, H, T] or [N, H, T, Q]
@@ -102,7 +102,10 @@ class Forecaster:
     def forecast_quantiles(
         self, raw: np.ndarray, batch_size: int = 1024, scaler: Scaler | None = None, series: np.ndarray | None = None
     ) -> np.ndarray:
-        """Raw input windows [N, L, C] -> calibrated, non-crossing quantiles [N, H, T, Q] in data units, at `levels`."""
+        """Raw input windows [N, L, C] -> calibrated, non-crossing quantiles [N, H, T, Q] in data units, at `levels`.
+
+        scaler and series as in `forecast`.
+        """
         if not self.levels:
             raise InputError("this model forecasts points only; train it with model.quantiles=[0.1,0.5,0.9] for quantiles")
         scaler = scaler or self.scaler
@@ -110,26 +113,28 @@ class Forecaster:
         t = self.target_index
         return calibrated * scaler.std[..., t][..., None] + scaler.mean[..., t][..., None]
 
-    def calibrate(self, raw: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    def calibrate(self, raw: np.ndarray, actual: np.ndarray, scaler: Scaler | None = None, series: np.ndarray | None = None) -> np.ndarray:
         """Calibrate the levels on held-out windows (the validation span): raw [N, L, C], actual [N, H, T] data units.
 
         Sets and returns `offsets` [H, T, Q] (split-conformal per step and target, `forecast.quantiles`).
+        scaler and series as in `forecast`.
         """
+        scaler = scaler or self.scaler
         t = self.target_index
-        truth = (actual - self.scaler.mean[t]) / self.scaler.std[t]  # [N, H, T] standardised
-        self.offsets = quantiles.calibrate(self._uncalibrated(raw), self.levels, truth)
+        truth = (actual - scaler.mean[..., t]) / scaler.std[..., t]  # [N, H, T] standardised
+        self.offsets = quantiles.calibrate(self._uncalibrated(raw, 1024, scaler, series), self.levels, truth)
         return self.offsets
 
-    def _uncalibrated(self, raw: np.ndarray, batch_size: int = 1024, scaler: Scaler | None = None, series=None) -> np.ndarray:
+    def _uncalibrated(self, raw: np.ndarray, batch_size: int, scaler: Scaler, series: np.ndarray | None) -> np.ndarray:
         """The network's quantiles [N, H, T, Q] on standardised values; a point network's forecast at every level."""
-        standardised = self._standardised(raw, batch_size, scaler or self.scaler, series)
+        standardised = self._standardised(raw, batch_size, scaler, series)
         if standardised.ndim == 3:
             return np.repeat(standardised[..., None], len(self.levels), axis=-1)  # [N, H, T, Q]
         return standardised
 
     @torch.no_grad()
-    def _standardised(self, raw: np.ndarray, batch_size: int, scaler: Scaler, series: np.ndarray | None = None) -> np.ndarray:
-        """The one path through the network: raw windows [N, L, C] -> its output on standardised values,
+    def _standardised(self, raw: np.ndarray, batch_size: int, scaler: Scaler, series: np.ndarray | None) -> np.ndarray:
+        """The one path through the network: raw windows [N, L, C] -> its output on standardised values (float64),
         [N, H, T] for a point network, [N, H, T, Q] for one that emits quantiles."""
         self.net.eval()
         device, out, per_window = self.device, [], scaler.mean.ndim == 3
@@ -204,12 +209,12 @@ class Forecaster:
                 "inputs": list(self.inputs),
                 "targets": list(self.targets),
                 "freq": self.freq,
+                "levels": list(self.levels),
+                "offsets": None if self.offsets is None else torch.from_numpy(np.asarray(self.offsets, dtype=np.float64)),
                 "series_columns": list(self.series_columns),
                 "series_ids": [list(map(str, key)) for key in self.series_ids],
                 "series_mean": None if self.series_mean is None else np.asarray(self.series_mean, np.float64).tolist(),
                 "series_std": None if self.series_std is None else np.asarray(self.series_std, np.float64).tolist(),
-                "levels": list(self.levels),
-                "offsets": None if self.offsets is None else torch.from_numpy(np.asarray(self.offsets, dtype=np.float64)),
             },
             path,
         )

@@ -61,9 +61,9 @@ class ForecastModule(L.LightningModule):
         schedule: str = "cosine",
         loss: str = "mae",
         network: str = "recurrent",
-        n_series: int = 0,
         quantiles: list[float] | None = None,
         calibration_window: float = 1.0,
+        n_series: int = 0,
         **net,
     ):
         super().__init__()
@@ -87,13 +87,14 @@ class ForecastModule(L.LightningModule):
         self.net_args = {**self.net_kwargs, **shapes}  # what rebuilds the network (forecast.networks.build_network)
         self.net = build_network(network, n_inputs=n_inputs, target_index=target_index, lookback=lookback, horizon=horizon, **net)
         self.architecture = architecture(network, self.net)
-        self.loss = PinballLoss(self.levels) if "quantiles" in net else LOSSES[loss]()
-        self.cell_loss = LOSSES[loss](reduction="none")  # a fleet's masked cells (point forecasts only)
+        quantile = "quantiles" in net
+        self.loss = PinballLoss(self.levels) if quantile else LOSSES[loss]()
+        self.cell_loss = PinballLoss(self.levels, reduction="none") if quantile else LOSSES[loss](reduction="none")
 
     def forward(self, x: torch.Tensor, series: torch.Tensor | None = None) -> torch.Tensor:
         if series is not None and getattr(self.net, "series", None) is not None:
-            return self.net(x, series)  # [B, L, C], [B] device numbers -> [B, H, T]
-        return self.net(x)  # [B, L, C] -> [B, H, T]
+            return self.net(x, series)  # [B, L, C], [B] device numbers -> [B, H, T] ([B, H, T, Q])
+        return self.net(x)  # [B, L, C] -> [B, H, T] ([B, H, T, Q] with quantiles)
 
     def training_step(self, batch, batch_idx):
         x, y, *series = batch  # [B, L, C], [B, H, T] (a fleet's: NaN where masked), [B] device numbers (fleets)
@@ -103,9 +104,9 @@ class ForecastModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        x, y, *series = batch  # a fleet's: y NaN where masked, and [B] device numbers
+        x, y, *series = batch
         pred = self(x, *series)  # [B, H, T], or [B, H, T, Q] with quantiles: the median is the point forecast
-        pred = pred[..., median_index(self.levels)] if pred.dim() == 4 else pred
+        pred = pred[..., median_index(self.levels)] if pred.dim() == 4 else pred  # [B, H, T]
         mse = nn.functional.mse_loss(pred, y) if not series else _masked(nn.MSELoss(reduction="none"), pred, y)
         self.log("val/loss", mse, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
 
@@ -124,7 +125,7 @@ class ForecastModule(L.LightningModule):
 def _masked(loss: nn.Module, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean of an element-wise loss over the cells where y is not NaN (masked fleet channels); no host sync."""
     valid = ~torch.isnan(y)  # [B, H, T]
-    cells = loss(pred, torch.where(valid, y, pred.detach())) * valid  # [B, H, T], 0 where masked
+    cells = loss(pred, torch.where(valid, y, 0.0)) * valid  # [B, H, T] (a quantile loss: averaged over levels), 0 where masked
     return cells.sum() / valid.sum().clamp(min=1)
 
 

@@ -11,7 +11,8 @@ one column per target, in the data's units (a quantile model adds `<target>:q<le
 e.g. `power_kw:q0.1`; the bare column is the median), and `last_reading`, the origin the forecast starts
 after. That origin is the end of the data: when a sensor's latest readings are missing it is an
 error naming the sensor, unless allow_stale=true accepts the earlier origin (and says so).
-With `span=test` (or train, val, all) it forecasts
+A fleet (data=fleet and a model trained on one): every device's next H steps in long form,
+forecast/predict_fleet.py. With `span=test` (or train, val, all) it forecasts
 from every complete window of that span, beside the actual values (a backtest).
 Bad input ends with `error: ...` and exit status 2. Settings: conf/predict.yaml.
 """
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from forecast import config, pyfunc, scoring, tracking
+from forecast import config, predict_fleet, pyfunc, scoring, tracking
 from forecast.errors import InputError, reported
 from forecast.forecaster import Forecaster
 from forecast.frame import CsvSpec, DataReport, load_frame
@@ -50,6 +51,8 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     output = check_output(cfg.output)
     if cfg.span is None and not isinstance(cfg.allow_stale, bool):
         raise InputError(f"allow_stale={cfg.allow_stale!r}: give true or false")
+    if predict_fleet.is_fleet(cfg.data):
+        return fleet(cfg, output)
     frame, report = read(cfg.data)
     source = str(cfg.data.path)
     model, forecaster = pyfunc.load(open_store(cfg.model_uri))
@@ -66,6 +69,22 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
         )
     else:
         out, summary = backtest(forecaster, frame, cfg)
+    out.to_csv(output, index=False)
+    print(f"wrote {cfg.output}: {summary}; {len(forecaster.targets)} targets ({', '.join(forecaster.targets)}) by {cfg.model_uri}")
+    print(out.head(3).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return out
+
+
+def fleet(cfg: DictConfig, output: Path) -> pd.DataFrame:
+    """Every device's next H steps (forecast/predict_fleet.py), written to `output`."""
+    if cfg.span is not None:
+        raise InputError(
+            f"span={cfg.span}: a fleet's backtest is its training run's evaluation (evaluation/test_by_series.parquet);\n"
+            "predict forecasts the next steps of every device: leave span=null."
+        )
+    model, forecaster = pyfunc.load(open_store(cfg.model_uri))
+    source = str(cfg.data.path)
+    out, summary = predict_fleet.forecast_fleet(model, forecaster, predict_fleet.read_fleet(cfg.data, forecaster), cfg.allow_stale, source)
     out.to_csv(output, index=False)
     print(f"wrote {cfg.output}: {summary}; {len(forecaster.targets)} targets ({', '.join(forecaster.targets)}) by {cfg.model_uri}")
     print(out.head(3).to_string(index=False, float_format=lambda v: f"{v:.4g}"))

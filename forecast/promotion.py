@@ -27,15 +27,17 @@ from forecast.errors import InputError
 from forecast.windows import window_origins
 
 
-def snapshot(files: list[str], folder: Path) -> str:
+def snapshot(files: list[str], folder: Path, keep_names: bool = False) -> str:
     """Copy the data files, in reading order, into `folder` (what every training reads); sha256 of them.
 
     Drops are expected to appear whole (written elsewhere, then moved in): the copy is then
-    exactly what was validated.
+    exactly what was validated. keep_names: copy under the same names (a fleet's folder of one file
+    per device, whose names are the ids), else prefixed by their reading order.
     """
     digest = hashlib.sha256()
     for i, source in enumerate(files):
-        copy = folder / f"{i:05d}-{Path(source).name}{'' if source.lower().endswith('.csv') else '.csv'}"
+        name = Path(source).name if keep_names else f"{i:05d}-{Path(source).name}"
+        copy = folder / f"{name}{'' if source.lower().endswith('.csv') else '.csv'}"
         shutil.copyfile(source, copy)
         digest.update(Path(source).name.encode() + b"\0" + copy.read_bytes())
     return digest.hexdigest()

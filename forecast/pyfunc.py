@@ -6,6 +6,10 @@ checked here, by the model itself (the model is logged without an input schema, 
 schema errors never answer in its place): a bad payload raises `BadInput`, which
 `python -m forecast.predict` reports as `error: ...` (exit 2) and `mlflow models serve` as HTTP 400
 with the same one-line message; a forecast that is not finite is never returned.
+
+A fleet model (trained with data=fleet) takes the readings of any number of devices in one
+request, in long form with the id column(s), and answers every device's forecast in long form
+(`predict_fleet` below).
 """
 
 from __future__ import annotations
@@ -82,6 +86,8 @@ class ForecastPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         f = self.forecaster
+        if f.series_columns:  # a fleet model: many devices per request
+            return predict_fleet(f, model_input)
         frame = table(model_input, f)
         window = frame.iloc[-f.lookback :]
         first_row = len(frame) - f.lookback + 1  # rows are counted from 1
@@ -108,8 +114,8 @@ class ForecastPyfunc(mlflow.pyfunc.PythonModel):
         return out
 
 
-def table(model_input, f: Forecaster) -> pd.DataFrame:
-    """The payload as a frame with the model's columns and at least `lookback` rows, or BadInput."""
+def table(model_input, f: Forecaster, minimum: int | None = None) -> pd.DataFrame:
+    """The payload as a frame with the model's columns and at least `minimum` rows (default: `lookback`), or BadInput."""
     try:
         frame = pd.DataFrame(model_input)
     except (ValueError, TypeError) as e:
@@ -124,7 +130,7 @@ def table(model_input, f: Forecaster) -> pd.DataFrame:
     missing = [c for c in f.inputs if c not in frame.columns]
     if missing:
         raise BadInput(f"model input lacks column(s) {', '.join(missing)}; it needs {', '.join(f.inputs)}")
-    if len(frame) < f.lookback:
+    if len(frame) < (f.lookback if minimum is None else minimum):
         raise BadInput(f"model input has {len(frame)} rows; the model needs the last {f.lookback} readings")
     return frame
 
@@ -196,3 +202,157 @@ def readings(window: pd.DataFrame, f: Forecaster, first_row: int, stamps: pd.Dat
             f"(training mean {f.scaler.mean[c]:.4g}, std {f.scaler.std[c]:.4g})"
         )
     return raw
+
+
+# --- a fleet: many devices in one request
+
+
+def predict_fleet(f: Forecaster, model_input) -> pd.DataFrame:
+    """Readings of any number of devices (long form) -> every device's next H steps (long form).
+
+    Input: one row per device and time with the model's id column(s) (`f.series_columns`), its input
+    columns and, optionally, `timestamp`; a device's rows oldest first (devices may interleave); at
+    least `lookback` rows per device, whose last `lookback` must be complete and one model step
+    apart. A device seen in training is scaled with its training-span scaler; one the model never saw
+    (cold start) is scaled on these readings themselves. Output: H rows per device, in the order the
+    devices first appear: the id column(s), `timestamp` (or `step`), one column per target.
+    Any bad row raises BadInput naming the device, the column and the row (rows counted from 1).
+    """
+    frame = table(model_input, f, minimum=1)
+    ids = list(f.series_columns)
+    missing = [c for c in ids if c not in frame.columns]
+    if missing:
+        raise BadInput(
+            f"model input lacks the id column(s) {', '.join(missing)}: this model forecasts a fleet; send each reading "
+            f"with its {', '.join(ids)} (long form: {', '.join(ids)}, {TIME}, {', '.join(f.inputs)})"
+        )
+    keys = frame[ids].astype("string").apply(lambda c: c.str.strip())  # as ingestion reads ids: text, stripped
+    empty = keys.isna() | (keys == "")
+    if empty.any(axis=None):
+        k = int(np.flatnonzero(empty.any(axis=1).to_numpy())[0])
+        raise BadInput(f"model input row {k + 1} has no {', '.join(c for c in ids if empty[c].iloc[k])}; every reading needs its device")
+    codes, first = pd.MultiIndex.from_frame(keys).factorize()  # [rows] device number, in order of first appearance
+    counts = np.bincount(codes, minlength=len(first))
+    short = np.flatnonzero(counts < f.lookback)
+    if len(short):
+        d = int(short[0])
+        more = f" (and {len(short) - 1:,} other device(s))" if len(short) > 1 else ""
+        raise BadInput(
+            f"model input has {counts[d]} rows for device {shown_id(first[d])}{more}; the model needs its last {f.lookback} readings"
+        )
+    order = np.argsort(codes, kind="stable")  # rows of each device together, in the order sent
+    ends = np.cumsum(counts)
+    window = (ends[:, None] - f.lookback + np.arange(f.lookback)).ravel()  # [D*L] positions in `order` of each device's last L rows
+    at = order[window].reshape(len(first), f.lookback)  # [D, L] row of the request
+    stamps = fleet_timestamps(frame[TIME], at, first, f.freq) if TIME in frame.columns else None  # [D, L] or None
+    raw = fleet_readings(frame, f, at, first, stamps)  # [D, L, C]
+    index = f.series_index(list(first))  # [D] device number in training, -1: never seen
+    scaler = f.series_scaler(index, list(raw))  # [D, 1, C]
+    check_scale(raw, scaler, f, at, first)
+    embedded = getattr(f.net, "series", None) is not None
+    pred = f.forecast(raw, scaler=scaler, series=index if embedded else None)  # [D, H, T]
+    bad = np.flatnonzero(~np.isfinite(pred).all(axis=(1, 2)))
+    if len(bad):
+        raise BadInput(
+            f"the forecast for device {shown_id(first[int(bad[0])])} is not finite: "
+            "its readings lie far outside what the model was trained on"
+        )
+    h = f.horizon
+    out = pd.DataFrame({name: np.repeat(np.asarray(first.get_level_values(i)), h) for i, name in enumerate(ids)})
+    if stamps is not None:
+        step = pd.Timedelta(to_offset(f.freq))
+        out[TIME] = (stamps[:, -1:] + step * np.arange(1, h + 1)).ravel()
+    else:
+        out["step"] = np.tile(np.arange(1, h + 1), len(first))
+    for k, name in enumerate(f.targets):
+        out[name] = pred[:, :, k].ravel()
+    return out
+
+
+def shown_id(key) -> str:
+    return "/".join(map(str, key)) if isinstance(key, tuple) else str(key)
+
+
+def fleet_timestamps(column: pd.Series, at: np.ndarray, first: pd.MultiIndex, freq: str) -> np.ndarray:
+    """[D, L] each device's window timestamps (datetime64), one model step apart, or BadInput naming the device and row."""
+    parsed = timestamps_parsed(column)
+    window = parsed[at.ravel()].reshape(at.shape)  # [D, L]
+    unparsed = np.isnat(window)
+    if unparsed.any():
+        d, k = (int(v[0]) for v in np.nonzero(unparsed))
+        raise BadInput(
+            f"model input {TIME} in row {at[d, k] + 1} (device {shown_id(first[d])}) is {column.iloc[at[d, k]]!r}, not a date and time; "
+            "send ISO times such as 2025-03-09 11:30:00"
+        )
+    step = pd.Timedelta(to_offset(freq)).to_timedelta64()
+    wrong = np.diff(window, axis=1) != step  # [D, L-1]
+    if wrong.any():
+        d, k = (int(v[0]) for v in np.nonzero(wrong))
+        raise BadInput(
+            f"model input {TIME} in row {at[d, k + 1] + 1} is {pd.Timestamp(window[d, k + 1])} after {pd.Timestamp(window[d, k])} for "
+            f"device {shown_id(first[d])}; each device's last rows must be consecutive readings every {freq}, oldest first"
+        )
+    return window
+
+
+def timestamps_parsed(column: pd.Series) -> np.ndarray:
+    """Every stamp of the column as datetime64[ns] (NaT where it is not a date and time)."""
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return pd.DatetimeIndex(column).tz_localize(None).to_numpy("datetime64[ns]")
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return np.full(len(column), np.datetime64("NaT"), "datetime64[ns]")  # numbers are not dates and times
+    text = column.astype("string")
+    if column.dtype == object:  # numbers among the strings (a JSON payload) are not dates and times either
+        text = text.where(~column.map(lambda v: isinstance(v, (int, float, np.number))))
+    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce")
+    return pd.DatetimeIndex(parsed).tz_localize(None).to_numpy("datetime64[ns]")
+
+
+def fleet_readings(frame: pd.DataFrame, f: Forecaster, at: np.ndarray, first: pd.MultiIndex, stamps: np.ndarray | None) -> np.ndarray:
+    """[D, L, C] each device's window of input columns as finite float64 values, or BadInput naming the device, column and row."""
+
+    def where(d: int, k: int) -> str:
+        when = f"{pd.Timestamp(stamps[d, k])} (row {at[d, k] + 1})" if stamps is not None else f"row {at[d, k] + 1}"
+        return f"{when} for device {shown_id(first[d])}"
+
+    raw = np.empty((*at.shape, len(f.inputs)))  # [D, L, C]
+    for c, name in enumerate(f.inputs):
+        column = frame[name]
+        if pd.api.types.is_bool_dtype(column) or (column.dtype == object and column.map(lambda v: isinstance(v, (bool, np.bool_))).any()):
+            raise BadInput(f"model input column {name} holds true/false values; send numbers")
+        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)  # [rows]
+        unparsed = np.flatnonzero(np.isnan(values) & column.notna().to_numpy())
+        if len(unparsed):
+            k = int(unparsed[0])
+            raise BadInput(f"model input column {name} in row {k + 1} holds {column.iloc[k]!r}, not a number")
+        raw[:, :, c] = values[at]
+        gaps = np.isnan(raw[:, :, c])  # [D, L]
+        if gaps[:, -1].any():  # a device's latest reading of this column is missing
+            d = int(np.flatnonzero(gaps[:, -1])[0])
+            valid = np.flatnonzero(~gaps[d])
+            since = f"its last reading in these rows is at {where(d, int(valid[-1]))}" if len(valid) else "it has no reading in these rows"
+            raise BadInput(
+                f"model input column {name} is missing its most recent readings for device {shown_id(first[d])} ({since}); "
+                "a forecast must start from the last row: send complete rows"
+            )
+        if gaps.any():
+            d, k = (int(v[0]) for v in np.nonzero(gaps))
+            raise BadInput(f"model input column {name} is missing at {where(d, k)}; each device's last {f.lookback} rows must be complete")
+        infinite = ~np.isfinite(raw[:, :, c])
+        if infinite.any():
+            d, k = (int(v[0]) for v in np.nonzero(infinite))
+            raise BadInput(f"model input column {name} holds {raw[d, k, c]} at {where(d, k)}; readings must be finite")
+    return raw
+
+
+def check_scale(raw: np.ndarray, scaler, f: Forecaster, at: np.ndarray, first: pd.MultiIndex) -> None:
+    """BadInput when a reading standardised by its device's scaler overflows the network's float32."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        scaled = np.abs((raw - scaler.mean) / scaler.std)  # [D, L, C]
+    far = np.argwhere(~(scaled < FLOAT32_MAX))
+    if len(far):
+        d, k, c = (int(v) for v in far[0])
+        raise BadInput(
+            f"model input column {f.inputs[c]} holds {raw[d, k, c]:.4g} in row {at[d, k] + 1} for device {shown_id(first[d])}, "
+            f"beyond any scale the model computes in (its mean {scaler.mean[d, 0, c]:.4g}, std {scaler.std[d, 0, c]:.4g})"
+        )

@@ -100,15 +100,19 @@ class PinballLoss(nn.Module):
 
     Args:
         levels: the quantile levels, in the order of the forecast's last axis.
+        reduction: "mean" (one number) or "none" (the mean over levels of each cell, [B, H, T]: what a
+            masked fleet loss weighs).
     """
 
-    def __init__(self, levels: list[float]):
+    def __init__(self, levels: list[float], reduction: str = "mean"):
         super().__init__()
         self.register_buffer("levels", torch.as_tensor(levels, dtype=torch.float32), persistent=False)
+        self.reduction = reduction
 
     def forward(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         diff = y.unsqueeze(-1) - pred  # [B, H, T, Q]
-        return torch.maximum(self.levels * diff, (self.levels - 1) * diff).mean()
+        cells = torch.maximum(self.levels * diff, (self.levels - 1) * diff).mean(-1)  # [B, H, T]
+        return cells if self.reduction == "none" else cells.mean()
 
 
 # ---- scoring and calibration (numpy) -----------------------------------------------------------------

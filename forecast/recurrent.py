@@ -52,15 +52,15 @@ class RecurrentNet(nn.Module):
         decoder: "direct" (one linear map from the final state to all H steps) or "parallel"
             (each output segment decoded by one recurrent step from the final state and a learned
             position (and channel) embedding; no predictions are fed back).
+        quantiles: forecast these levels (0.5 is always added) instead of one point, [B, H, T, Q],
+            the head emitting Q values per step made non-crossing by `forecast.quantiles.monotone`;
+            None or [] for a point forecast.
         series_embedding: a learned vector per device of a fleet, added to every input segment's
             embedding, so the shared network can tell devices apart. Off by default: without it
             the network has no per-device parameters and forecasts a device it never saw as well
             as one it did (cold start). With it, a device not seen in training (series number -1)
             gets the mean of the learned vectors.
         n_series: devices of the fleet (from the data), the rows of the embedding.
-        quantiles: forecast these levels (0.5 is always added) instead of one point, [B, H, T, Q],
-            the head emitting Q values per step made non-crossing by `forecast.quantiles.monotone`;
-            None or [] for a point forecast.
     """
 
     def __init__(
@@ -78,9 +78,9 @@ class RecurrentNet(nn.Module):
         channel_independent: bool = True,
         channel_embedding: bool = True,
         decoder: str = "parallel",
+        quantiles: list[float] | None = None,
         series_embedding: bool = False,
         n_series: int = 0,
-        quantiles: list[float] | None = None,
     ):
         super().__init__()
         _check_choice("model.cell", cell, CELLS)

@@ -19,6 +19,10 @@ In order, under a lock that only one retrain per store can hold:
    and the `reason` tag says why. A challenger whose score is not finite is left out. A run tagged
    kind=retrain records the decision, every contender's (finite) metrics, the baseline's and the
    data hash; the challengers' runs are its children.
+7. on a fleet (data=fleet) every contender is scored on every device's holdout windows
+   (forecast/promotion_fleet.py): the decision uses the fleet-wide scores, and the devices where a
+   challenger that wins on average loses badly (per-device metric above `per_device_loss_ratio` x
+   the champion's, or the baseline's without one) are printed and recorded on the retrain run.
 
 Exit status: 0 a decision was made; 1 a challenger failed or scored non-finite (the decision among
 the others stands); 2 bad data or settings (nothing trained or changed); 3 another retrain holds
@@ -46,7 +50,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
-from forecast import config, tracking, training
+from forecast import config, predict_fleet, promotion_fleet, tracking, training
 from forecast.errors import InputError, Interrupted, reported
 from forecast.lock import Busy, exclusive, lock_path
 from forecast.promotion import Contender, Holdout, decide, find_champion, promote, record, snapshot
@@ -77,11 +81,15 @@ def retrain(cfg: DictConfig) -> int:
         tracking.mark_dead_runs(client, experiment_id, cfg.stale_after_s)
         data = config.build(cfg.data)  # validates as training does; bad data stops here
         print(*data.report.lines(), sep="\n")
+        fleet = predict_fleet.is_fleet(cfg.data)
+        report = data.report.data if fleet else data.report  # a fleet's reading totals (files, rows, end)
         champion = find_champion(client, cfg.name, cfg.alias)
         with tempfile.TemporaryDirectory(prefix="forecast-retrain-") as folder:
-            digest = snapshot(data.report.files, Path(folder))
-            print(f"snapshot: {len(data.report.files)} file(s), {data.report.rows:,} rows to {data.report.end}, sha256 {digest[:16]}")
-            holdout = Holdout(data, champion)
+            per_device_files = fleet and Path(str(cfg.data.path)).is_dir()  # a folder of one file per device: names are ids
+            digest = snapshot(report.files, Path(folder), keep_names=per_device_files)
+            path = folder if per_device_files or not fleet else f"{folder}/*.csv"  # a long fleet file is not a folder of devices
+            print(f"snapshot: {len(report.files)} file(s), {report.rows:,} rows to {report.end}, sha256 {digest[:16]}")
+            holdout = promotion_fleet.FleetHoldout(data, cfg.metric) if fleet else Holdout(data, champion)
             scores = {"baseline": holdout.baseline()}
             if champion:
                 scores["champion"] = holdout.score("champion", champion)
@@ -101,8 +109,8 @@ def retrain(cfg: DictConfig) -> int:
                         "metric": cfg.metric,
                         "margin": cfg.margin,
                         "data.path": str(cfg.data.path),
-                        "data.rows": data.report.rows,
-                        "data.end": data.report.end,
+                        "data.rows": report.rows,
+                        "data.end": report.end,
                         "holdout.windows": len(holdout.origins),
                         "warm_start": cfg.warm_start,
                     }
@@ -110,7 +118,7 @@ def retrain(cfg: DictConfig) -> int:
                 contenders = {"champion": champion} if champion else {}
                 failed = []
                 for name in cfg.challengers:
-                    version = train_challenger(cfg, name, folder, run.info.run_id, champion, client, experiment_id)
+                    version = train_challenger(cfg, name, path, run.info.run_id, champion, client, experiment_id)
                     if version is None:
                         failed.append(name)
                         continue
@@ -134,6 +142,8 @@ def retrain(cfg: DictConfig) -> int:
                     decision.winner, decision.reason = promote(
                         client, cfg, decision.winner, contenders[decision.winner], champion, decision.reason
                     )
+                if fleet:
+                    promotion_fleet.report_losses(holdout, scores, cfg.metric, cfg.per_device_loss_ratio)
                 record(scores, contenders, decision, failed)
     winner = decision.winner
     after = contenders[winner] if winner else champion
@@ -147,6 +157,11 @@ def check_settings(cfg: DictConfig) -> None:
     """Refuse bad retrain settings, and each challenger's training settings, before the lock is taken or data read."""
     if not (isinstance(cfg.margin, (int, float)) and 0 <= cfg.margin < 1) or cfg.metric not in METRICS:
         raise InputError(f"margin={cfg.margin} must be in [0, 1) and metric={cfg.metric} one of {', '.join(METRICS)}")
+    ratio = cfg.get("per_device_loss_ratio")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 1 <= ratio < math.inf:
+        raise InputError(
+            f"per_device_loss_ratio={ratio}: give a number of 1 or more (a device is lost badly above that many times the champion's error)"
+        )
     if any(config.override_key(str(o)).startswith("data") for o in cfg.train_args):
         raise InputError(
             "data settings go on the command line (data.lookback=...), not in train_args: every contender must see the same data"
@@ -164,9 +179,9 @@ def check_settings(cfg: DictConfig) -> None:
 
 
 def train_challenger(
-    cfg: DictConfig, name: str, folder: str, parent: str, champion: Contender | None, client: MlflowClient, experiment_id: str
+    cfg: DictConfig, name: str, path: str, parent: str, champion: Contender | None, client: MlflowClient, experiment_id: str
 ) -> Contender | None:
-    """Train and register one challenger in a child process; its version, or None if it failed."""
+    """Train and register one challenger on the snapshot at `path` in a child process; its version, or None if it failed."""
     passed = config.overrides_under(list(HydraConfig.get().overrides.task), "data", exclude=("data.path",))
     command = [
         sys.executable,
@@ -174,7 +189,7 @@ def train_challenger(
         "forecast.train",
         f"model={name}",
         *passed,
-        f"data.path={folder}",
+        f"data.path={path}",
         f"tracking.register={cfg.name}",
         f"tracking.experiment={cfg.experiment}",
         f"tracking.parent={parent}",

@@ -17,16 +17,21 @@ values) and a ~36 hour stretch where ``humidity_pct`` is stuck at one value.
 Regenerate (byte-for-byte identical output for the same arguments):
 
     python -m forecast.sample --out data/sensors.csv --seed 0 --days 180
+
+A synthetic fleet of meters (long layout, late installs, outages, stuck meters) comes from
+`python -m forecast.sample fleet --devices N --days D --freq 1h` (forecast/sample_fleet.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from forecast import sample_fleet
 from forecast.errors import InputError
 
 START = "2025-01-06 00:00:00"
@@ -142,7 +147,14 @@ def default_path() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m forecast.sample", description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fleet"]:
+        return sample_fleet.main(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="python -m forecast.sample",
+        description=__doc__.splitlines()[0],
+        epilog="python -m forecast.sample fleet --help: a synthetic fleet of meters instead",
+    )
     parser.add_argument("--out", type=Path, default=Path("data/sensors.csv"), help="CSV file to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of numpy's default_rng")
     parser.add_argument("--days", type=int, default=180, help="number of days, from 2025-01-06")

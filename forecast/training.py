@@ -27,7 +27,7 @@ from mlflow.models import ModelSignature, infer_signature
 from omegaconf import DictConfig, OmegaConf
 
 import forecast
-from forecast import config, evaluate, fleet_evaluate, speed, tracking
+from forecast import config, evaluate, fleet_evaluate, fleet_share, speed, tracking
 from forecast.errors import InputError, JobFailed
 from forecast.forecaster import Forecaster
 from forecast.lightning_module import StopOnNonFinite
@@ -53,10 +53,8 @@ def train(cfg: DictConfig, output_dir: Path, command: str, extra_callbacks: Sequ
     epochs = tracking.EpochLog()
     callbacks = [StopOnNonFinite(), EarlyStopping("val/loss", patience=cfg.patience), best, epochs, *extra_callbacks]  # guard before log
     trainer = config.build(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(output_dir))
-    data = config.build(cfg.data)
+    data = config.build(cfg.data, **fleet_share.share(trainer, cfg))  # trainer=ddp on a fleet: this process's share of the devices
     say(*data.report.lines(), f"windows: {data.windows}")
-    if getattr(data, "fleet", None) is not None and cfg.model.get("quantiles"):
-        raise InputError("model.quantiles is not supported with data=fleet yet.\nSet model.quantiles=null for a fleet.")
     experiment_id = None
     if tracking.is_rank_zero():
         experiment_id = tracking.connect(cfg.tracking.experiment)
@@ -123,6 +121,11 @@ def check_settings(cfg: DictConfig) -> None:
     clip = cfg.trainer.get("gradient_clip_val")
     if clip is not None and not (isinstance(clip, (int, float)) and 0 <= clip < math.inf):
         raise InputError(f"trainer.gradient_clip_val={clip}: give a finite norm of 0 or more, or null for no clipping")
+    if cfg.model.get("quantiles") and "series_column" in cfg.data:
+        raise InputError(
+            f"model.quantiles={list(cfg.model.quantiles)} with a fleet (data.series_column): quantile forecasts are not "
+            "calibrated per device yet.\nTrain the fleet with model.quantiles=null, or one device's file with data=csv."
+        )
     lookback, horizon = cfg.data.get("lookback"), cfg.data.get("horizon")
     if not all(isinstance(v, int) and v >= 1 for v in (lookback, horizon)):
         return  # the data module names the bad lookback or horizon
@@ -139,12 +142,13 @@ def check_settings(cfg: DictConfig) -> None:
 def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float]:
     """Calibrate the quantiles (if any) on the validation span, test the restored best model, and log
     metrics, report, plot and the servable model."""
+    data = data.whole() if getattr(data, "world_size", 1) > 1 else data  # a fleet trained in shares: rank zero tests every device
     forecaster = Forecaster(module.net, data.scaler, data.inputs, data.targets, data.report.freq, module.net_args, module.levels)
     fleet = getattr(data, "fleet", None)  # a fleet (forecast/fleet_datamodule.py): scored per device
     if fleet is not None:
         forecaster.series_columns, forecaster.series_mean, forecaster.series_std = data.series_columns, data.mean, data.std
         forecaster.series_ids = list(fleet.ids.itertuples(index=False, name=None))
-    if forecaster.levels:  # split-conformal offsets per step and target from the validation windows (forecast/quantiles.py)
+    elif forecaster.levels:  # split-conformal offsets per step and target from the validation windows (forecast/quantiles.py)
         forecaster.calibrate(*forecaster.windows(data.frame, recent(data.datasets["val"].origins, module.hparams.calibration_window)))
     started = time.perf_counter()
     if fleet is None:

@@ -375,7 +375,7 @@ def test_quantiles_with_a_fleet_are_refused_before_any_run(tmp_path):
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        with pytest.raises(InputError, match=r"model.quantiles is not supported with data=fleet yet"):
+        with pytest.raises(InputError, match=r"with a fleet \(data.series_column\): quantile forecasts are not calibrated per device yet"):
             training.train(cfg, tmp_path / "outputs", "test")
     finally:
         os.chdir(cwd)
