@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table-only", action="store_true", help="tabulate what the MLflow experiment holds")
     parser.add_argument("--tuned", action="store_true", help="tune each (dataset, H, recurrent cell) first, then train its seeds")
     parser.add_argument("--trials", type=int, default=20, help="--tuned: Optuna trials per cell (default 20)")
-    parser.add_argument("--tune-lookbacks", default="336,720", help="--tuned: the lookbacks the search may pick")
+    parser.add_argument("--tune-lookbacks", default="336,720", help="--tuned: the lookbacks the search may pick ('': --lookback)")
     parser.add_argument("hydra", nargs="*", help="extra overrides for forecast.train, after --")
     args = parser.parse_args(argv)
     horizons = [int(h) for h in args.horizons.split(",")]
@@ -133,6 +133,8 @@ def tune_cells(args, horizons: list[int]) -> None:
     """Per (dataset, H, cell): forecast.tune on validation, then the seeds at its best settings."""
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     cells = [m for m in args.models.split(",") if m in ("gru", "lstm")]
+    # a lookback given as a setting is fixed, not searched (forecast.tune): the space's choices, or --lookback
+    lookback = f"tune.params.data.lookback='choice({args.tune_lookbacks})'" if args.tune_lookbacks else f"data.lookback={args.lookback}"
     for dataset in args.datasets.split(","):
         for horizon in horizons:
             for cell in cells:
@@ -142,10 +144,9 @@ def tune_cells(args, horizons: list[int]) -> None:
                     "forecast.tune",
                     f"data={dataset}",
                     f"data.horizon={horizon}",
-                    f"data.lookback={args.lookback}",
+                    lookback,
                     f"model={cell}",
                     f"trials={args.trials}",
-                    f"tune.params.data.lookback='choice({args.tune_lookbacks})'",
                     f"tracking.experiment={TUNE_EXPERIMENT}",
                     *args.hydra,
                 ]
