@@ -1,9 +1,9 @@
-"""python -m benchmarks {ett,design,step,peers,ingest,windows,latency,contention,fleet} [options]: see each module's docstring."""
+"""python -m benchmarks {ett,design,step,peers,ingest,windows,latency,contention,quantiles,fleet} [options]: see each module's docstring."""
 
 import importlib
 import sys
 
-COMMANDS = ("ett", "design", "step", "peers", "ingest", "windows", "latency", "contention", "fleet")
+COMMANDS = ("ett", "design", "step", "peers", "ingest", "windows", "latency", "contention", "quantiles", "fleet")
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

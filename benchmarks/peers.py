@@ -7,6 +7,14 @@ budget) trains in its own process, so its peak RSS is its own. Then benchmarks/r
     python -m benchmarks peers                                  # everything: about 25 min on 2 quiet CPU cores
     python -m benchmarks peers --tools forecast,darts --budgets 3ep
     python -m benchmarks peers --data /elsewhere/ETTh1.csv
+    python -m benchmarks peers --quantiles --tools forecast,neuralforecast --cells gru,lstm,deepar --budgets 3ep
+
+With --quantiles every tool forecasts the quantile levels of `benchmarks.quantiles.LEVELS`: ours with
+`model.quantiles` (pinball loss, calibrated on the validation span), NeuralForecast's GRU and LSTM with
+MQLoss on the same levels and its DeepAR (cell `deepar`: an LSTM with a Student-t head, quantiles
+from sampled paths); Darts is left out. The rows add the scaled CRPS and the coverage of the 80% and
+95% central intervals over every test window, all scored by `forecast.scoring.score_quantiles`;
+results go to peers-quantiles.json / .md.
 
 Protocol: ETTh1 (default `../shared/data/ETTh1.csv` from the repo root), the standard long-term
 protocol of ../shared/data/README.md: train rows [0, 8640), validation [8640 - L, 11520), test
@@ -46,6 +54,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.quantiles import LEVELS
+
 ROOT = Path(__file__).resolve().parents[1]
 # Our side: python -m forecast.train data=etth1 model=<cell> <these>, per budget. Our own defaults
 # (lr, schedule, loss, patience 5) hold for everything not named here.
@@ -76,7 +86,7 @@ HIDDEN, LAYERS, BATCH, EPOCHS, LR, SEED = 64, 2, 256, 3, 1e-3, 0
 # ~33 s an epoch here plus a validation pass as long as its test forecast, so it gets less room, to
 # keep the whole run near 25 minutes; a row that hit its cap says so in the table.
 BEST = {"darts": (20, 5), "neuralforecast": (12, 3)}
-TOOLS, CELLS, BUDGETS = ("forecast", "darts", "neuralforecast"), ("gru", "lstm"), ("3ep", "best")
+TOOLS, CELLS, BUDGETS = ("forecast", "darts", "neuralforecast"), ("gru", "lstm", "deepar"), ("3ep", "best")
 BORDERS = (8640, 11520, 14400)  # train end, validation end, test end
 CHANNELS = 7
 TRAIN_WINDOWS = BORDERS[0] - L - H + 1  # 8449 (of 7 channels each)
@@ -87,7 +97,8 @@ MARK = "peers-row: "  # prefixes a child's result line
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks peers", description=__doc__.splitlines()[0])
     parser.add_argument("--tools", default=",".join(TOOLS), help=f"a comma-separated subset of {','.join(TOOLS)}")
-    parser.add_argument("--cells", default=",".join(CELLS), help=f"of {','.join(CELLS)}")
+    parser.add_argument("--cells", default="gru,lstm", help=f"of {','.join(CELLS)} (deepar: NeuralForecast's, with --quantiles)")
+    parser.add_argument("--quantiles", action="store_true", help="quantile forecasts, scored by CRPS and coverage")
     parser.add_argument("--budgets", default=",".join(BUDGETS), help=f"of {','.join(BUDGETS)}")
     parser.add_argument(
         "--data",
@@ -101,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.data.is_file():
         sys.exit(f"error: {args.data} not found; pass --data path/to/ETTh1.csv (see ../shared/data/README.md)")
     if args.one:
-        print(MARK + json.dumps(peer(*args.one, args.data, args.epochs)), flush=True)
+        print(MARK + json.dumps(peer(*args.one, args.data, args.epochs, args.quantiles)), flush=True)
         return
     choice = [text.split(",") for text in (args.tools, args.cells, args.budgets)]
     for names, known in zip(choice, (TOOLS, CELLS, BUDGETS)):
@@ -118,18 +129,26 @@ def run_all(args, tools: list[str], cells: list[str], budgets: list[str], comman
     scaled, _ = load(args.data)
     rows = [{**common, "tool": "repeat", "cell": "-", "budget": "-", "recipe": "-", **score(repeat(scaled), test_truth(scaled))}]
     failed = []
+    quantile_args = [f"model.quantiles=[{','.join(f'{q:g}' for q in LEVELS)}]"] if args.quantiles else []
     for tool in tools:
         if tool != "forecast" and importlib.util.find_spec(tool) is None:
             print(f"skipped {tool}: not installed (pip install -e '.[bench]')", flush=True)
             continue
+        if tool == "darts" and args.quantiles:
+            print("skipped darts: the quantile comparison is with NeuralForecast's MQLoss and DeepAR", flush=True)
+            continue
         for cell in cells:
+            if cell == "deepar" and (tool != "neuralforecast" or not args.quantiles):
+                print(f"skipped {tool} deepar: DeepAR is NeuralForecast's, run with --quantiles", flush=True)
+                continue
             for budget in budgets:
-                for recipe in ("defaults", "short") if (tool, budget) == ("forecast", "3ep") else ("defaults",):
+                recipes = ("defaults", "short") if (tool, budget) == ("forecast", "3ep") and not args.quantiles else ("defaults",)
+                for recipe in recipes:
                     print(f"--- {tool} {cell} {budget} {recipe}", flush=True)
                     row = (
-                        ours(cell, budget, args.data, args.epochs, SHORT if recipe == "short" else [])
+                        ours(cell, budget, args.data, args.epochs, (SHORT if recipe == "short" else []) + quantile_args)
                         if tool == "forecast"
-                        else child(tool, cell, budget, args.data, args.epochs)
+                        else child(tool, cell, budget, args.data, args.epochs, args.quantiles)
                     )
                     if row is None:
                         failed.append(f"{tool} {cell} {budget} {recipe}")
@@ -145,7 +164,7 @@ def run_all(args, tools: list[str], cells: list[str], budgets: list[str], comman
             None,
         )
         r |= {"fit_vs_ours": r["fit_s"] / us["fit_s"], "mse_vs_ours": r["mse"] / us["mse"]} if us else {}
-    write("peers", rows, table(rows, common["machine"], command, args.epochs))
+    write("peers-quantiles" if args.quantiles else "peers", rows, table(rows, common["machine"], command, args.epochs, args.quantiles))
     if failed:
         sys.exit(f"error: failed, left out of the table: {', '.join(failed)} (their output is above)")
 
@@ -177,12 +196,25 @@ def repeat(scaled: np.ndarray) -> np.ndarray:
 
 
 def score(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """Scaled MSE and MAE by `forecast.scoring.score`, the function that scores our own runs (on values already scaled)."""
+    """Scaled MSE and MAE by `forecast.scoring.score`, the function that scores our own runs (on values already scaled).
+
+    Quantile forecasts [N, H, 7, Q] at LEVELS: MSE and MAE of the median, and CRPS and coverage by
+    `forecast.scoring.score_quantiles`.
+    """
     from forecast import scoring
 
-    assert pred.shape == true.shape == (TEST_WINDOWS, H, CHANNELS), (pred.shape, true.shape)
+    assert true.shape == (TEST_WINDOWS, H, CHANNELS) and pred.shape[:3] == true.shape, (pred.shape, true.shape)
+    if pred.ndim == 4:
+        bands = scoring.score_quantiles(np.sort(pred.astype(np.float64), axis=-1), LEVELS, true, np.ones(CHANNELS))
+        pred = pred[..., LEVELS.index(0.5)]
+    else:
+        bands = {}
     scores = scoring.score(pred.astype(np.float64), true, np.ones(CHANNELS))
-    return {"mse": scores["mse_scaled"], "mae": scores["mae_scaled"]}
+    return {
+        "mse": scores["mse_scaled"],
+        "mae": scores["mae_scaled"],
+        **{k: bands[k] for k in ("crps", "coverage_80", "coverage_95") if k in bands},
+    }
 
 
 # --- our tool: python -m forecast.train, read back from its MLflow run
@@ -215,6 +247,7 @@ def ours(cell: str, budget: str, data: Path, epochs: int | None, recipe: list[st
             "predict_s": m["time/predict_s"],
             "mse": m["test/mse_scaled"],
             "mae": m["test/mae_scaled"],
+            **{k.removeprefix("test/"): m[k] for k in ("test/crps", "test/coverage_80", "test/coverage_95") if k in m},
             "params": int(m["model/params"]),
             "process": shown(command, data),
         }
@@ -223,9 +256,10 @@ def ours(cell: str, budget: str, data: Path, epochs: int | None, recipe: list[st
 # --- the peers, each in a child process: python -m benchmarks.peers --one <tool> <cell> <budget>
 
 
-def child(tool: str, cell: str, budget: str, data: Path, epochs: int | None) -> dict | None:
+def child(tool: str, cell: str, budget: str, data: Path, epochs: int | None, quantiles: bool = False) -> dict | None:
     command = [sys.executable, "-m", "benchmarks.peers", "--one", tool, cell, budget, "--data", str(data.resolve())]
     command += ["--epochs", str(epochs)] if epochs else []
+    command += ["--quantiles"] if quantiles else []
     done = subprocess.run(
         command, check=False, cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     )
@@ -243,10 +277,11 @@ def shown(command: list[str], data: Path) -> str:
     return shlex.join(["python", *args])
 
 
-def peer(tool: str, cell: str, budget: str, data: Path, epochs: int | None) -> dict:
+def peer(tool: str, cell: str, budget: str, data: Path, epochs: int | None, quantiles: bool = False) -> dict:
     """Fit one peer, forecast every test window, score it; runs in its own process."""
     scaled, times = load(data)
-    fitted = {"darts": fit_darts, "neuralforecast": fit_nf}[tool](scaled, times, cell, budget, epochs)
+    fit = {"darts": fit_darts, "neuralforecast": fit_nf}[tool]
+    fitted = fit(scaled, times, cell, budget, epochs, quantiles) if tool == "neuralforecast" else fit(scaled, times, cell, budget, epochs)
     pred = fitted.pop("pred")
     return {
         **fitted,
@@ -313,10 +348,12 @@ def nf_steps(epochs: float) -> int:
     return round(epochs * CHANNELS * TRAIN_WINDOWS / BATCH)
 
 
-def fit_nf(scaled: np.ndarray, times, cell: str, budget: str, epochs: int | None) -> dict:
+def fit_nf(scaled: np.ndarray, times, cell: str, budget: str, epochs: int | None, quantiles: bool = False) -> dict:
+    """NeuralForecast's GRU or LSTM (MAE; with `quantiles` MQLoss on LEVELS), or its DeepAR (Student-t; quantiles at LEVELS)."""
     import pandas as pd
     import torch
-    from neuralforecast.models import GRU, LSTM
+    from neuralforecast.losses.pytorch import DistributionLoss, MQLoss
+    from neuralforecast.models import GRU, LSTM, DeepAR
     from neuralforecast.tsdataset import TimeSeriesDataset
     from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -330,11 +367,20 @@ def fit_nf(scaled: np.ndarray, times, cell: str, budget: str, epochs: int | None
     cap, patience = BEST["neuralforecast"] if early else (EPOCHS, -1)
     with tempfile.TemporaryDirectory() as work:
         best = ModelCheckpoint(dirpath=work, monitor="ptl/val_loss")
-        model = {"gru": GRU, "lstm": LSTM}[cell](
+        if cell == "deepar":
+            network = {
+                "lstm_hidden_size": HIDDEN,
+                "lstm_n_layers": LAYERS,
+                "loss": DistributionLoss(distribution="StudentT", quantiles=LEVELS),
+            }
+        else:
+            network = {"encoder_hidden_size": HIDDEN, "encoder_n_layers": LAYERS} | (
+                {"loss": MQLoss(quantiles=LEVELS)} if quantiles else {}
+            )
+        model = {"gru": GRU, "lstm": LSTM, "deepar": DeepAR}[cell](
             h=H,
             input_size=L,
-            encoder_hidden_size=HIDDEN,
-            encoder_n_layers=LAYERS,
+            **network,
             windows_batch_size=BATCH,
             max_steps=nf_steps(epochs or cap),
             learning_rate=LR,
@@ -358,8 +404,12 @@ def fit_nf(scaled: np.ndarray, times, cell: str, budget: str, epochs: int | None
     test = dataset(BORDERS[2])
     model.set_test_size(BORDERS[2] - BORDERS[1])  # forecasts whose targets are the last 2880 rows
     started = time.perf_counter()
-    out = model.predict(test, step_size=1)
+    out = model.predict(test, step_size=1)  # [rows] or [rows, outputs]: MQLoss the levels, DeepAR its mean then the levels
     predict_s = time.perf_counter() - started
+    if out.ndim == 2 and out.shape[1] > 1:
+        out = out[:, -len(LEVELS) :].reshape(CHANNELS, TEST_WINDOWS, H, len(LEVELS)).transpose(1, 2, 0, 3)  # [N, H, 7, Q]
+    else:
+        out = out.reshape(CHANNELS, TEST_WINDOWS, H).transpose(1, 2, 0)  # rows: series, window, step
     steps = len(model.train_trajectories)
     seen = steps * BATCH / CHANNELS  # in windows of 7 channels, as the others count them
     return {
@@ -369,14 +419,14 @@ def fit_nf(scaled: np.ndarray, times, cell: str, budget: str, epochs: int | None
         "train_windows_per_s": seen / fit_s,
         "predict_s": predict_s,
         "params": sum(p.numel() for p in model.parameters()),
-        "pred": out.reshape(CHANNELS, TEST_WINDOWS, H).transpose(1, 2, 0),
-    }  # rows: series, window, step
+        "pred": out,
+    }
 
 
 # --- the table
 
 
-def table(rows: list[dict], machine: str, command: str, epochs: int | None) -> str:
+def table(rows: list[dict], machine: str, command: str, epochs: int | None, quantiles: bool = False) -> str:
     def ratio(v: float | None) -> str:
         return f"{v:.2f}" if v is not None else ""
 
@@ -414,18 +464,33 @@ def table(rows: list[dict], machine: str, command: str, epochs: int | None) -> s
             f"fit / ours and MSE / ours: against our row of the same cell and budget."
         ),
         "",
-        "| tool | cell | budget | epochs | fit s | fit / ours | windows / s | peak RSS MB | predict s | MSE | MSE / ours | MAE | params |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| tool | cell | budget | epochs | fit s | fit / ours | windows / s | peak RSS MB | predict s | MSE | MSE / ours | MAE | params |"
+        + (" CRPS | cov. 80 | cov. 95 |" if quantiles else ""),
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" * 3 if quantiles else ""),
     ]
+    if quantiles:
+        lines[2:2] = [
+            (
+                f"- Quantiles: every tool forecasts the levels {', '.join(f'{q:g}' for q in LEVELS)}: ours with `model.quantiles` "
+                f"(pinball loss, split-conformal calibration on the validation span), NeuralForecast's GRU and LSTM with MQLoss, "
+                f"its DeepAR (an LSTM with a Student-t head; quantiles of sampled paths). MSE / MAE: of the median; CRPS "
+                f"(`forecast.scoring.score_quantiles`, a point forecast's is its MAE) and the coverage of the 80% and 95% "
+                f"central intervals over every test window, all scored here alike."
+            ),
+            "",
+        ]
     for r in sorted(rows, key=lambda r: (r["budget"], r["cell"], TOOLS.index(r["tool"]) if r["tool"] in TOOLS else -1, r["recipe"])):
         if r["tool"] == "repeat":
-            lines.append(f"| repeat | - | - | | | | | | | {r['mse']:.4f} | | {r['mae']:.4f} | |")
+            lines.append(
+                f"| repeat | - | - | | | | | | | {r['mse']:.4f} | | {r['mae']:.4f} | |" + (f" {r['mae']:.4f} | | |" if quantiles else "")
+            )
             continue
         tool = r["tool"] + (" (short)" if r.get("recipe") == "short" else "")
         lines.append(
             f"| {tool} | {r['cell']} | {r['budget']} | {r['epochs']:g}{' (cap)' if r['capped'] else ''} | "
             f"{r['fit_s']:.1f} | {ratio(r.get('fit_vs_ours'))} | {r['train_windows_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} | "
             f"{r['predict_s']:.2f} | {r['mse']:.4f} | {ratio(r.get('mse_vs_ours'))} | {r['mae']:.4f} | {r['params']:,} |"
+            + (f" {r['crps']:.4f} | {r['coverage_80']:.3f} | {r['coverage_95']:.3f} |" if quantiles else "")
         )
     return "\n".join(lines)
 

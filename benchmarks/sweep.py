@@ -49,6 +49,7 @@ def rows(experiment: str) -> list[dict]:
                 "train_stride": int(p.get("data.train_stride", 1)),
                 "run_id": run.info.run_id,
                 "variant": t.get("variant"),
+                "tune_run": t.get("tune_run"),  # python -m benchmarks ett --tuned: the tuning whose best settings it used
                 "command": t.get("command", ""),
                 "settings": {k.removeprefix("model."): v for k, v in p.items() if k.startswith("model.") and k != "model._target_"},
             }

@@ -5,7 +5,9 @@
     linear          one linear map from lookback to horizon per channel: NLinear with norm="last",
                     DLinear with a moving-average decomposition (decompose > 0)
 
-Each maps x [B, L, C] (standardised) to y [B, H, T] like `RecurrentNet`.
+Each maps x [B, L, C] (standardised) to y [B, H, T] like `RecurrentNet`; the linear map, given
+quantiles, to y [B, H, T, Q]. The last-value and seasonal-naive baselines stay point forecasts: their
+quantiles come from validation residuals (`forecast.quantiles.calibrate`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from torch import nn
 
 from forecast.errors import InputError
 from forecast.norm import WindowNorm
+from forecast.quantiles import levels as quantile_levels
+from forecast.quantiles import median_index, monotone
 
 
 class LastValue(nn.Module):
@@ -74,6 +78,8 @@ class LinearNet(nn.Module):
         individual: a separate map per channel; False shares one map across channels.
         decompose: moving-average kernel for a trend/season split with one map each (DLinear's 25);
             0 turns the decomposition off.
+        quantiles: forecast these levels (0.5 is always added), one map per level, [B, H, T, Q]
+            made non-crossing by `forecast.quantiles.monotone`; None or [] for a point forecast.
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class LinearNet(nn.Module):
         norm: str = "last",
         individual: bool = False,
         decompose: int = 0,
+        quantiles: list[float] | None = None,
     ):
         super().__init__()
         if decompose < 0:
@@ -93,9 +100,11 @@ class LinearNet(nn.Module):
         self.window_norm = WindowNorm(norm, n_inputs, target_index)
         self.register_buffer("t", torch.as_tensor(list(target_index)), persistent=False)
         maps = n_inputs if individual else 1
-        self.season = nn.Parameter(torch.zeros(maps, lookback, horizon))
-        self.trend = nn.Parameter(torch.zeros(maps, lookback, horizon)) if decompose else None
-        self.bias = nn.Parameter(torch.zeros(maps, 1, horizon))
+        self.levels = quantile_levels(quantiles)
+        out = horizon * max(len(self.levels), 1)  # H values per channel, H * Q with quantiles
+        self.season = nn.Parameter(torch.zeros(maps, lookback, out))
+        self.trend = nn.Parameter(torch.zeros(maps, lookback, out)) if decompose else None
+        self.bias = nn.Parameter(torch.zeros(maps, 1, out))
         nn.init.uniform_(self.season, -1 / lookback, 1 / lookback)
         if decompose:
             nn.init.uniform_(self.trend, -1 / lookback, 1 / lookback)
@@ -107,9 +116,14 @@ class LinearNet(nn.Module):
             trend = _moving_average(x.transpose(1, 2), self.decompose).transpose(1, 2)  # [C, L, B]
             y = (x - trend).transpose(1, 2) @ self.season + trend.transpose(1, 2) @ self.trend  # [C, B, H]
         else:
-            y = x.transpose(1, 2) @ self.season  # [C, B, H]
-        y = (y + self.bias).permute(1, 2, 0)  # [B, H, C]
-        return self.window_norm.inverse(y.index_select(2, self.t), stats)  # [B, H, T]
+            y = x.transpose(1, 2) @ self.season  # [C, B, H] ([C, B, H*Q] with quantiles)
+        y = y + self.bias
+        if self.levels:
+            y = monotone(y.reshape(*y.shape[:2], self.horizon, len(self.levels)), median_index(self.levels))  # [C, B, H, Q]
+            y = y.permute(1, 2, 0, 3)  # [B, H, C, Q]
+        else:
+            y = y.permute(1, 2, 0)  # [B, H, C]
+        return self.window_norm.inverse(y.index_select(2, self.t), stats)  # [B, H, T] ([B, H, T, Q])
 
 
 def _moving_average(x: torch.Tensor, kernel: int) -> torch.Tensor:

@@ -3,6 +3,7 @@
     python -m forecast.compare                                   # gru and lstm, seeds 0-2, sample data
     python -m forecast.compare data=etth1 budget=params          # parameter counts matched within 2%
     python -m forecast.compare small_data=true 'lookbacks=[720]' # also on 10% / 25% of the training span, and at L = 720
+    python -m forecast.compare budget=tuned trials=20            # each tuned first (forecast.tune), seeds at its best settings
     python -m forecast.compare hydra/launcher=joblib             # pairs in parallel processes (pip install -e ".[compare]")
 
 One MLflow parent run (tag kind=comparison) holds one child run per (condition, architecture,
@@ -23,7 +24,7 @@ import mlflow
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from forecast import comparison_report, config, speed, tracking
+from forecast import comparison_report, comparison_tuning, config, speed, tracking
 from forecast.comparison import by_hidden_size, hidden_override, hidden_sizes, machine, model_config, pass_on, plan, seed_list
 from forecast.errors import InputError, Interrupted, reported
 from forecast.training import check_settings
@@ -43,12 +44,15 @@ def compare(cfg: DictConfig) -> int:
     """Check every setting, train all pairs as children of one parent run, then report; returns the exit status."""
     overrides = HydraConfig.get().overrides
     passed = pass_on(list(overrides.task))
+    space = [o for o in overrides.task if config.override_key(o).startswith("tune.")]  # budget=tuned: for every tuning
     launcher = config.overrides_under(list(overrides.hydra), "hydra/launcher", "hydra.launcher")
     models, seeds = [str(m) for m in cfg.models], seed_list(cfg.seeds)
     if len(models) < 2 or len(set(models)) < len(models):
         raise InputError(f"models={models}: name two or more different model configs, e.g. models=[gru,lstm]")
-    if cfg.budget not in ("hidden", "params"):
-        raise InputError(f"budget={cfg.budget!r} is not one of hidden, params")
+    if cfg.budget not in ("hidden", "params", "tuned"):
+        raise InputError(f"budget={cfg.budget!r} is not one of hidden, params, tuned")
+    if cfg.budget == "tuned" and (not isinstance(cfg.trials, int) or isinstance(cfg.trials, bool) or cfg.trials < 1):
+        raise InputError(f"trials={cfg.trials}: give the number of tuning trials per architecture, e.g. trials=20")
     speed.use_threads(cfg.threads)  # as the trainings will run (and a bad value fails here)
     for m in models:  # every training's settings, at every lookback, before any data is read
         model_config(m, passed)  # an unknown model config is named here
@@ -58,7 +62,8 @@ def compare(cfg: DictConfig) -> int:
 
     data = config.build(cfg.data)  # data errors surface before any run exists
     conditions = plan(cfg, data)
-    sizes = {name: hidden_sizes(cfg.budget, models, passed, data.model_args() | {"lookback": lookback}) for name, _, lookback in conditions}
+    budget = "hidden" if cfg.budget == "tuned" else cfg.budget  # tuned: each model's hidden size is whatever its tuning found
+    sizes = {name: hidden_sizes(budget, models, passed, data.model_args() | {"lookback": lookback}) for name, _, lookback in conditions}
 
     experiment_id = tracking.connect(cfg.tracking.experiment)
     tags = {
@@ -74,9 +79,17 @@ def compare(cfg: DictConfig) -> int:
         mlflow.log_dict(
             {"models": models, "conditions": [c[0] for c in conditions], "seeds": seeds}, "comparison.json"
         )  # the report's plan
+        tuned = {}
+        if cfg.budget == "tuned":  # each architecture tuned with the same trials and space, before any seed runs
+            tuned = comparison_tuning.tune_each(cfg, models, [*passed, *space], run_id, launcher)
+            if isinstance(tuned, int):
+                mlflow.end_run("FAILED")
+                print(f"error: a tuning failed (its output is above); the comparison run {run_id} is marked FAILED", file=sys.stderr)
+                return tuned
         for name, extra, _ in conditions:
-            for group in by_hidden_size(models, sizes[name]):
-                hidden = hidden_override(group, sizes[name])  # replaces the user's model.hidden_size, if any
+            for group in [[m] for m in models] if tuned else by_hidden_size(models, sizes[name]):
+                # replaces the user's model.hidden_size, if any; budget=tuned: the tuning's best settings instead
+                hidden = [f"+tuned={tuned[group[0]]}"] if tuned else hidden_override(group, sizes[name])
                 # seed before model: the basic launcher then alternates the architectures (gru 0, lstm 0, gru 1, ...),
                 # so a load that drifts while the pairs run falls on both alike
                 command = [

@@ -18,7 +18,7 @@ from forecast import config
 from forecast.errors import InputError
 from forecast.networks import count_parameters
 
-OWN_KEYS = {"models", "seeds", "budget", "small_data", "lookbacks", "report_dir"}  # compare's, not train's
+OWN_KEYS = {"models", "seeds", "budget", "trials", "tune", "small_data", "lookbacks", "report_dir"}  # compare's, not train's
 SET_HERE = {"seed", "tracking.parent", "tracking.experiment", "hydra.sweep.dir"}  # compare sets these per child
 SMALL_DATA = (0.25, 0.1)  # training fractions of small_data=true
 TOLERANCE = 0.02  # budget=params: relative mismatch allowed
@@ -29,7 +29,7 @@ def pass_on(task: list[str]) -> list[str]:
     for override in task:
         if config.override_key(override) == "model":
             raise InputError(f"'{override}': name the architectures with models=[...], e.g. models=[gru,lstm]")
-    return [o for o in task if config.override_key(o) not in OWN_KEYS | SET_HERE]
+    return [o for o in task if config.override_key(o).split(".")[0] not in OWN_KEYS and config.override_key(o) not in SET_HERE]
 
 
 def seed_list(seeds) -> list[str]:

@@ -4,8 +4,10 @@ Everything comes from the tracking store (MLFLOW_TRACKING_URI, else sqlite:///ml
 parent run's settings and its `speed.json` (the networks' interleaved training-step times,
 `forecast.speed`), its children's metrics and val/loss histories, and their `evaluation/`
 artifacts (errors per window and per horizon step, an example window; on a fleet, errors per device:
-forecast/comparison_fleet.py), so a comparison trained on
-a cluster can be reported anywhere. `python -m forecast.compare` calls `build` at its end, which
+forecast/comparison_fleet.py), so a comparison trained on a cluster can be reported anywhere. A
+comparison of quantile models (`model.quantiles`) adds the CRPS and interval coverage per
+architecture, a paired test on the per-window CRPS and a reliability plot (nominal against observed
+coverage). `python -m forecast.compare` calls `build` at its end, which
 also sets the verdict as the parent run's description in the MLflow UI.
 """
 
@@ -27,7 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from forecast import comparison_fleet, speed, stats, tracking  # noqa: E402
+from forecast import comparison_fleet, comparison_tuning, speed, stats, tracking  # noqa: E402
 from forecast.errors import InputError  # noqa: E402
 
 # (label, metric, digits): the per-architecture table, mean ± std over seeds
@@ -145,17 +147,50 @@ class Verdict:
         return self.params_a / self.params_b if self.params_b else float("nan")
 
 
-def window_losses(c: Comparison, condition: str, model: str) -> pd.Series:
-    """Per-window scaled MSE averaged over the seeds of one model, indexed by forecast origin."""
+def window_losses(c: Comparison, condition: str, model: str, loss: str = "mse_scaled") -> pd.Series:
+    """Per-window `loss` (scaled MSE, or crps) averaged over the seeds of one model, indexed by forecast origin."""
     ids = c.runs.query("condition == @condition and architecture == @model")["run_id"]
-    return pd.concat([per_origin(c.by_window[r]) for r in ids], axis=1).mean(axis=1)
+    return pd.concat([per_origin(c.by_window[r], loss) for r in ids], axis=1).mean(axis=1)
 
 
-def per_origin(windows: pd.DataFrame) -> pd.Series:
-    """A run's per-window scaled MSE by forecast origin; a fleet's (origins are times, several devices each): the mean per time."""
+def has_quantiles(c: Comparison) -> bool:
+    """Whether every run of the comparison forecast quantiles (and so logged test/crps)."""
+    return "test/crps" in c.runs and bool(c.runs["test/crps"].notna().all())
+
+
+def crps_sentence(c: Comparison, a: str, b: str) -> str | None:
+    """The verdict on distributions, condition base: CRPS with a paired test on the per-window CRPS, and coverage."""
+    runs = c.runs[c.runs["condition"] == "base"]
+    if not has_quantiles(c) or not {a, b} <= set(runs["architecture"]):
+        return None
+    mean = runs.groupby("architecture").mean(numeric_only=True)
+    la, lb = window_losses(c, "base", a, "crps").align(window_losses(c, "base", b, "crps"), join="inner")
+    test = stats.diebold_mariano(la.to_numpy(), lb.to_numpy(), lag=c.horizon - 1)
+    crps_a, crps_b = float(mean.loc[a, "test/crps"]), float(mean.loc[b, "test/crps"])
+    better = b if crps_b < crps_a else a
+    gain = abs(crps_a - crps_b) / max(crps_a, crps_b)
+    how = "is" if test.p_value < 0.05 else "is not significantly"
+    coverage = "; ".join(
+        f"{pct}% interval covers {', '.join(f'{name(m)} {mean.loc[m, key]:.1%}' for m in (a, b))}" for pct, key in coverage_keys(c)
+    )
+    return (
+        f"On distributions the {name(better)} {how} better: CRPS {name(a)} {crps_a:.4f}, {name(b)} {crps_b:.4f} "
+        f"({gain:.1%} lower, Diebold-Mariano on the per-window CRPS {p_text(test.p_value)}); calibrated on validation, the "
+        f"{coverage}."
+    )
+
+
+def coverage_keys(c: Comparison) -> list[tuple[str, str]]:
+    """(percent, metric) of each central interval the runs logged, widest first."""
+    keys = [k for k in c.runs.columns if k.startswith("test/coverage_")]
+    return sorted(((k.removeprefix("test/coverage_"), k) for k in keys), key=lambda pk: -float(pk[0]))
+
+
+def per_origin(windows: pd.DataFrame, loss: str = "mse_scaled") -> pd.Series:
+    """A run's per-window `loss` by forecast origin; a fleet's (origins are times, several devices each): the mean per time."""
     if windows["origin"].is_unique:
-        return windows.set_index("origin")["mse_scaled"]
-    return windows.groupby("origin")["mse_scaled"].mean()
+        return windows.set_index("origin")[loss]
+    return windows.groupby("origin")[loss].mean()
 
 
 def verdict(c: Comparison, condition: str, a: str, b: str) -> Verdict | None:
@@ -258,6 +293,7 @@ def build(parent_id: str, folder: Path, log: bool = True) -> Path:
     verdicts = {(cond, b): verdict(c, cond, a, b) for cond in c.conditions for b in c.models[1:]}
     base = [v for (cond, _), v in verdicts.items() if cond == "base" and v is not None]
     sentences = [sentence(v, dataset) for v in base]
+    sentences += [text for text in (crps_sentence(c, a, v.b) for v in base) if text]
     (folder / "verdict.txt").write_text("\n".join(sentences) + "\n")
     plots = {
         "error_vs_fit_time.png": plot_error_vs_fit_time(c),
@@ -266,6 +302,8 @@ def build(parent_id: str, folder: Path, log: bool = True) -> Path:
     }
     if c.example:
         plots["example_forecast.png"] = plot_example(c)
+    if has_quantiles(c):
+        plots["reliability.png"] = plot_reliability(c)
     for file, fig in plots.items():
         fig.savefig(folder / file, dpi=90)
         plt.close(fig)
@@ -355,7 +393,13 @@ def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, 
         "| | " + " | ".join(map(name, c.models)) + " |",
         "|---|" + "---:|" * len(c.models),
     ]
-    for label, key, digits in MEASURED:
+    distribution = [("test CRPS (scaled)", "test/crps", 4)] if has_quantiles(c) else []
+    for pct, key in coverage_keys(c) if has_quantiles(c) else []:
+        distribution += [
+            (f"test coverage of the {pct}% interval", key, 3),
+            (f"test width of the {pct}% interval (scaled)", f"test/interval_width_{pct}", 3),
+        ]
+    for label, key, digits in [*MEASURED[:4], *distribution, *MEASURED[4:]]:
         if key in base and base[key].notna().any():
             out.append(f"| {label} | " + " | ".join(spread(base.loc[base["architecture"] == m, key], digits) for m in c.models) + " |")
     steps = ((c.speed or {}).get("conditions") or {}).get("base")
@@ -392,6 +436,7 @@ def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, 
             ]
             out.append(f"| {cond} | {runs['lookback'].iloc[0]} | {train_share(runs)} | " + " | ".join(cells) + " |")
         out.append("")
+    out += comparison_tuning.report_lines(c.parent)  # budget=tuned: the tuning cost per architecture
     out += [
         "## Plots",
         "",
@@ -512,6 +557,21 @@ def plot_error_by_step(c: Comparison):
         ax.plot(x, steps.mean(axis=0), color=COLORS.get(m), label=name(m))
         ax.fill_between(x, steps.min(axis=0), steps.max(axis=0), color=COLORS.get(m), alpha=0.2, lw=0)
     ax.set(xlabel="horizon step", ylabel="test MSE (scaled)", title="Error by horizon step (mean; band: min-max over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(c: Comparison):
+    """Nominal against observed test coverage of each central interval, one line per architecture (condition base)."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    keys = coverage_keys(c)
+    nominal = [float(pct) / 100 for pct, _ in keys]
+    for m in c.models:
+        runs = base_runs(c, m)
+        ax.plot(nominal, [runs[k].mean() for _, k in keys], "o-", color=COLORS.get(m), label=name(m))
+    ax.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls="--", label="perfect calibration")
+    ax.set(xlabel="nominal coverage", ylabel="observed test coverage", title="Reliability of the central intervals")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

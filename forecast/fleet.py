@@ -238,6 +238,7 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int
         new = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     last = slot[np.r_[new[1:], len(codes)] - 1]
     table["rows"] = last + 1
+    table["inserted"] = table["rows"] - np.diff(np.r_[new, len(codes)])  # grid steps without a reading
     _check_grids(table, intake, position[np.r_[new[1:], len(codes)] - 1], step, list(ids.columns))
 
     freq = _freq_text(step)
@@ -274,7 +275,6 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int
         use = np.isin(codes, kept)
         stack[rows[use]] = values[use]
     del values, rows, slot, between
-    table["inserted"] = table["rows"] - table["readings"]
     _clean(stack, start, length, kept, table, step, spec, report, columns, list(ids.columns))
     report.start, report.end = str(table["first"].iloc[kept].min()), str(table["last"].iloc[kept].max())
     report.rows, report.grid_steps = int(length.sum()), int(length.sum())

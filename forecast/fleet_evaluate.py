@@ -11,11 +11,13 @@ Interface:
         cell of the fleet, plus `test/series_mse_scaled_p50` and `_p90` across devices.
     FleetTest.by_series: one row per device with test windows: id column(s), windows, mae, rmse,
         mse_scaled, mae_scaled, baseline_mse_scaled (evaluation/test_by_series.parquet).
-    FleetTest.by_step, FleetTest.by_window (series number, origin timestamp, the four scores).
+    FleetTest.by_step, FleetTest.by_window (origin: the window's row in the stacked array, unique per
+        window and the same across runs on the same data; timestamp; series: device number; the four scores).
     forecast_split(forecaster, data, split) -> TestForecasts of every window of a split at once
         (series [N], std [N, 1, T], actual NaN where masked): for holdouts and comparisons.
     log_fleet_evaluation(tmp, data, forecaster, test, title): logs evaluation/test_by_series.parquet,
-        test_by_step.parquet, test_by_window.parquet (up to 2M windows), data_by_series.parquet
+        test_by_step.parquet, test_by_window.parquet (up to 2M windows), example_window.parquet (as a
+        single series has it, plus the device's id column(s)), data_by_series.parquet
         (the ingestion table) and plots/worst_series.png (the ten devices with the largest scaled MSE).
 """
 
@@ -73,7 +75,7 @@ def forecast_split(forecaster: Forecaster, data, split: str = "test") -> TestFor
     raw, actual, scaler, s = device_windows(forecaster, data, np.arange(len(data.datasets[split])), split)
     pred = forecaster.forecast(raw, scaler=scaler, series=s if getattr(forecaster.net, "series", None) is not None else None)
     last = scoring.last_value(raw, forecaster.target_index, data.horizon)
-    return TestForecasts(data.datasets[split].origins, pred, actual, last, scaler.std[..., forecaster.target_index], s)
+    return TestForecasts(data.datasets[split].origins, pred, actual, last, scaler.std[..., forecaster.target_index], series=s)
 
 
 def fleet_test(forecaster: Forecaster, data, chunk: int = 65_536) -> FleetTest:
@@ -132,7 +134,7 @@ def fleet_test(forecaster: Forecaster, data, chunk: int = 65_536) -> FleetTest:
     stamps = data.fleet.first[series_all] + (origins - data.fleet.start[series_all]) * data.fleet.step  # [N] ns
     when = pd.to_datetime(stamps, utc=data.fleet.tz is not None)
     when = when.tz_convert(data.fleet.tz) if data.fleet.tz is not None else when
-    by_window = pd.DataFrame({"series": series_all, "origin": when, **per_window})
+    by_window = pd.DataFrame({"origin": origins, "timestamp": when, "series": series_all, **per_window})
     return FleetTest(metrics, by_series, steps, by_window, origins, series_all, np.flatnonzero(seen))
 
 
@@ -146,6 +148,7 @@ def _cell_sums(pred: np.ndarray, actual: np.ndarray, std: np.ndarray, axis) -> d
 def log_fleet_evaluation(tmp: Path, data, forecaster: Forecaster, test: FleetTest, title: str) -> None:
     """The per-device, per-step and per-window tables, the ingestion table and the plot of the worst devices."""
     tables = {"test_by_series.parquet": test.by_series, "test_by_step.parquet": test.by_step}
+    tables["example_window.parquet"] = example_window(data, forecaster, test)
     if len(test.by_window) <= _MAX_WINDOW_ROWS:
         tables["test_by_window.parquet"] = test.by_window
     tables["data_by_series.parquet"] = data.report.devices.astype({c: str for c in ("first", "last")})
@@ -165,7 +168,7 @@ def plot_worst(data, forecaster: Forecaster, test: FleetTest, title: str, path: 
         raw, actual, scaler, s = device_windows(forecaster, data, mine)
         pred = forecaster.forecast(raw, scaler=scaler, series=s if getattr(forecaster.net, "series", None) is not None else None)
         for j, at in enumerate(mine):
-            origin = test.by_window["origin"].iloc[at]
+            origin = test.by_window["timestamp"].iloc[at]
             stamps = pd.date_range(origin, periods=data.horizon, freq=pd.Timedelta(int(data.fleet.step)))
             ax.plot(stamps, actual[j, :, 0], color="0.35", lw=0.9, label="actual" if j == 0 else None)
             ax.plot(stamps, pred[j, :, 0], color="tab:orange", lw=1.0, label="forecast" if j == 0 else None)
@@ -189,10 +192,27 @@ def example_input(data, forecaster: Forecaster, test: FleetTest, devices: int = 
     step = pd.Timedelta(int(data.fleet.step))
     parts = []
     for j, at in enumerate(chosen):
-        origin = test.by_window["origin"].iloc[at]
+        origin = test.by_window["timestamp"].iloc[at]
         part = pd.DataFrame(raw[j], columns=data.inputs)
         part.insert(0, "timestamp", pd.date_range(end=origin - step, periods=data.lookback, freq=step))
         for k, name in enumerate(data.series_columns):
             part.insert(k, name, data.fleet.ids[name].iloc[s[j]])
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
+
+
+def example_window(data, forecaster: Forecaster, test: FleetTest) -> pd.DataFrame:
+    """The last test window (its device's id column(s), timestamp, targets over L + H steps, `<target>:forecast` over the last H)."""
+    at = np.array([len(test.origins) - 1])
+    raw, actual, scaler, s = device_windows(forecaster, data, at)
+    pred = forecaster.forecast(raw, scaler=scaler, series=s if getattr(forecaster.net, "series", None) is not None else None)
+    step = pd.Timedelta(int(data.fleet.step))
+    origin = test.by_window["timestamp"].iloc[-1]
+    frame = pd.DataFrame({"timestamp": pd.date_range(origin - data.lookback * step, periods=data.lookback + data.horizon, freq=step)})
+    for name, value in data.fleet.ids.iloc[int(s[0])].items():
+        frame[name] = value
+    t = forecaster.target_index
+    for k, name in enumerate(data.targets):
+        frame[name] = np.concatenate([raw[0, :, t[k]], actual[0, :, k]])
+        frame[f"{name}:forecast"] = np.concatenate([np.full(data.lookback, np.nan), pred[0, :, k]])
+    return frame

@@ -2,7 +2,9 @@
 
 Every forecast goes through `Forecaster.forecast` (raw readings in, forecasts in data units out):
 the test evaluation of a training, `predict`, retrain's holdout, the served model and the
-benchmarks. Saved as one torch file (the bundle) that a CPU loads with nothing else at hand.
+benchmarks. With quantiles, `Forecaster.forecast_quantiles` gives the calibrated levels beside it;
+both run the network through one helper. Saved as one torch file (the bundle) that a CPU loads with
+nothing else at hand.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from pandas.tseries.frequencies import to_offset
 
+from forecast import quantiles
 from forecast.errors import InputError
 from forecast.networks import build_network
 from forecast.windows import Scaler
@@ -32,6 +35,11 @@ class Forecaster:
     inputs: the network's input columns, in order; targets: the forecast columns, each one of them.
     freq: the step of the series it was trained on ("30min").
     net_args: the arguments that rebuild `net` (`forecast.networks.build_network`).
+    levels: the quantile levels it forecasts (0.5 among them), [] for a point model. A network that
+        emits them maps to [B, H, T, Q]; a point network (last value, seasonal naive) gets them from
+        the calibration offsets alone.
+    offsets: the calibration [H, T, Q] on standardised values (`forecast.quantiles.calibrate`),
+        None before `calibrate`.
 
     A fleet model (forecast/fleet_datamodule.py) also carries:
     series_columns: the id column(s) of a device ([] for a single-series model).
@@ -49,6 +57,8 @@ class Forecaster:
     targets: list[str]
     freq: str
     net_args: dict
+    levels: list[float] = field(default_factory=list)
+    offsets: np.ndarray | None = None
     series_columns: list[str] = field(default_factory=list)
     series_ids: list[tuple] = field(default_factory=list)
     series_mean: np.ndarray | None = None
@@ -77,18 +87,55 @@ class Forecaster:
     ) -> np.ndarray:
         """Raw input windows [N, L, C] (columns in `inputs` order) -> forecasts [N, H, T] in data units.
 
-        scaler: each window's own scaler (a fleet's device scalers: mean and std [N, 1, C]); None:
-        the model's one scaler. series: [N] each window's device number for a device embedding
-        (-1: unseen); None: no device. Runs on the device the network lives on, `batch_size` windows at a time.
+        With quantiles this is the network's median. scaler: each window's own scaler (a fleet's device
+        scalers: mean and std [N, 1, C]); None: the model's one scaler. series: [N] each window's device
+        number for a device embedding (-1: unseen); None: no device. Runs on the device the network
+        lives on, `batch_size` windows at a time.
         """
         scaler = scaler or self.scaler
-        standardised = self._standardised(raw, batch_size, scaler, series)  # [N, H, T]
+        standardised = self._standardised(raw, batch_size, scaler, series)  # [N, H, T] or [N, H, T, Q]
+        if standardised.ndim == 4:
+            standardised = standardised[..., quantiles.median_index(self.levels)]  # [N, H, T]
         t = self.target_index
         return standardised * scaler.std[..., t] + scaler.mean[..., t]
 
+    def forecast_quantiles(
+        self, raw: np.ndarray, batch_size: int = 1024, scaler: Scaler | None = None, series: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Raw input windows [N, L, C] -> calibrated, non-crossing quantiles [N, H, T, Q] in data units, at `levels`.
+
+        scaler and series as in `forecast`.
+        """
+        if not self.levels:
+            raise InputError("this model forecasts points only; train it with model.quantiles=[0.1,0.5,0.9] for quantiles")
+        scaler = scaler or self.scaler
+        calibrated = quantiles.apply(self._uncalibrated(raw, batch_size, scaler, series), self.offsets)  # [N, H, T, Q] standardised
+        t = self.target_index
+        return calibrated * scaler.std[..., t][..., None] + scaler.mean[..., t][..., None]
+
+    def calibrate(self, raw: np.ndarray, actual: np.ndarray, scaler: Scaler | None = None, series: np.ndarray | None = None) -> np.ndarray:
+        """Calibrate the levels on held-out windows (the validation span): raw [N, L, C], actual [N, H, T] data units.
+
+        Sets and returns `offsets` [H, T, Q] (split-conformal per step and target, `forecast.quantiles`).
+        scaler and series as in `forecast`.
+        """
+        scaler = scaler or self.scaler
+        t = self.target_index
+        truth = (actual - scaler.mean[..., t]) / scaler.std[..., t]  # [N, H, T] standardised
+        self.offsets = quantiles.calibrate(self._uncalibrated(raw, 1024, scaler, series), self.levels, truth)
+        return self.offsets
+
+    def _uncalibrated(self, raw: np.ndarray, batch_size: int, scaler: Scaler, series: np.ndarray | None) -> np.ndarray:
+        """The network's quantiles [N, H, T, Q] on standardised values; a point network's forecast at every level."""
+        standardised = self._standardised(raw, batch_size, scaler, series)
+        if standardised.ndim == 3:
+            return np.repeat(standardised[..., None], len(self.levels), axis=-1)  # [N, H, T, Q]
+        return standardised
+
     @torch.no_grad()
     def _standardised(self, raw: np.ndarray, batch_size: int, scaler: Scaler, series: np.ndarray | None) -> np.ndarray:
-        """The network's standardised output [N, H, T] (float64) for raw windows [N, L, C]."""
+        """The one path through the network: raw windows [N, L, C] -> its output on standardised values (float64),
+        [N, H, T] for a point network, [N, H, T, Q] for one that emits quantiles."""
         self.net.eval()
         device, out, per_window = self.device, [], scaler.mean.ndim == 3
         for start in range(0, len(raw), batch_size):
@@ -99,8 +146,11 @@ class Forecaster:
                 y = self.net(x, torch.as_tensor(series[start:stop], dtype=torch.long, device=device))
             else:
                 y = self.net(x)
-            out.append(y.float().cpu().numpy())  # [b, H, T]
-        return np.concatenate(out).astype(np.float64) if out else np.empty((0, self.horizon, len(self.targets)))
+            out.append(y.float().cpu().numpy())  # [b, H, T] or [b, H, T, Q]
+        if out:
+            return np.concatenate(out).astype(np.float64)
+        emits = quantiles.levels(self.net_args.get("quantiles"))
+        return np.empty((0, self.horizon, len(self.targets), *([len(emits)] if emits else [])))
 
     def series_index(self, ids: list[tuple]) -> np.ndarray:
         """[N] the device number of each id (a tuple in series_columns order); -1 for a device not seen in training."""
@@ -159,6 +209,8 @@ class Forecaster:
                 "inputs": list(self.inputs),
                 "targets": list(self.targets),
                 "freq": self.freq,
+                "levels": list(self.levels),
+                "offsets": None if self.offsets is None else torch.from_numpy(np.asarray(self.offsets, dtype=np.float64)),
                 "series_columns": list(self.series_columns),
                 "series_ids": [list(map(str, key)) for key in self.series_ids],
                 "series_mean": None if self.series_mean is None else np.asarray(self.series_mean, np.float64).tolist(),
@@ -170,16 +222,30 @@ class Forecaster:
 
     @classmethod
     def load(cls, path: str | Path) -> Forecaster:
-        """The bundle written by `save`, on the CPU; read without unpickling code (weights_only)."""
+        """The bundle written by `save`, on the CPU; read without unpickling code (weights_only).
+
+        A bundle from before quantiles (no `levels`, no `offsets`) loads as a point model.
+        """
         b = torch.load(path, map_location="cpu", weights_only=True)
         net = build_network(**b["net_args"])
         net.load_state_dict(b["state_dict"])
         net.eval()
         scaler = Scaler(mean=np.asarray(b["mean"]), std=np.asarray(b["std"]))
+        offsets = b.get("offsets")
         fleet = {
             "series_columns": list(b.get("series_columns") or []),
             "series_ids": [tuple(key) for key in b.get("series_ids") or []],
             "series_mean": None if b.get("series_mean") is None else np.asarray(b["series_mean"]),
             "series_std": None if b.get("series_std") is None else np.asarray(b["series_std"]),
         }
-        return cls(net, scaler, list(b["inputs"]), list(b["targets"]), b["freq"], dict(b["net_args"]), **fleet)
+        return cls(
+            net,
+            scaler,
+            list(b["inputs"]),
+            list(b["targets"]),
+            b["freq"],
+            dict(b["net_args"]),
+            [float(q) for q in b.get("levels", [])],
+            None if offsets is None else offsets.numpy(),
+            **fleet,
+        )

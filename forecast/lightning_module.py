@@ -14,7 +14,9 @@ from lightning.pytorch import Callback
 from torch import nn
 
 from forecast.errors import InputError, JobFailed
-from forecast.networks import architecture, build_network
+from forecast.networks import QUANTILE_NETWORKS, architecture, build_network
+from forecast.quantiles import PinballLoss, median_index
+from forecast.quantiles import levels as quantile_levels
 
 LOSSES = {"mse": nn.MSELoss, "mae": nn.L1Loss, "huber": nn.HuberLoss}
 SCHEDULES = ("none", "cosine", "plateau")
@@ -33,7 +35,14 @@ class ForecastModule(L.LightningModule):
         schedule: learning-rate schedule: "none", "cosine" (annealed to zero over max_epochs) or
             "plateau" (halved when val/loss stalls for two epochs).
         loss: training loss on standardised values: "mse", "mae" or "huber". Validation always
-            reports MSE, the benchmark metric.
+            reports MSE (of the median with quantiles), the benchmark metric.
+        quantiles: forecast these levels (0.5 is always added; None or [] for a point forecast). A
+            network that can (recurrent, linear) then emits [B, H, T, Q] trained on the mean pinball
+            loss (in place of `loss`); the last-value and seasonal-naive baselines stay point
+            forecasts and get their levels from validation residuals (`forecast.quantiles`).
+        calibration_window: the share of the validation windows, the most recent, that calibrate
+            the quantiles (1 = all of them, the split-conformal guarantee's setting; less follows a
+            drifting series more closely, from fewer windows).
         network: which network: "recurrent" (`forecast.recurrent.RecurrentNet`), or a baseline:
             "linear", "last_value", "seasonal_naive" (`forecast.baselines`).
         n_series: devices of a fleet (from the data); passed to a network with a device embedding
@@ -52,6 +61,8 @@ class ForecastModule(L.LightningModule):
         schedule: str = "cosine",
         loss: str = "mae",
         network: str = "recurrent",
+        quantiles: list[float] | None = None,
+        calibration_window: float = 1.0,
         n_series: int = 0,
         **net,
     ):
@@ -65,19 +76,25 @@ class ForecastModule(L.LightningModule):
         if not 0 <= weight_decay < math.inf:
             raise InputError(f"model.weight_decay must be zero or a positive finite number, got {weight_decay}")
         self.save_hyperparameters(logger=False)
+        self.levels = quantile_levels(quantiles)  # [] for a point model
+        if not (isinstance(calibration_window, (int, float)) and 0 < calibration_window <= 1):
+            raise InputError(f"model.calibration_window={calibration_window}: give a share of the validation windows in (0, 1]")
+        if self.levels and network in QUANTILE_NETWORKS:  # the network emits the levels
+            net = {**net, "quantiles": self.levels}
         net |= {"n_series": n_series} if net.get("series_embedding") else {}
         self.net_kwargs = {"network": network, **net}
         shapes = {"n_inputs": n_inputs, "target_index": list(target_index), "lookback": lookback, "horizon": horizon}
         self.net_args = {**self.net_kwargs, **shapes}  # what rebuilds the network (forecast.networks.build_network)
         self.net = build_network(network, n_inputs=n_inputs, target_index=target_index, lookback=lookback, horizon=horizon, **net)
         self.architecture = architecture(network, self.net)
-        self.loss = LOSSES[loss]()
-        self.cell_loss = LOSSES[loss](reduction="none")
+        quantile = "quantiles" in net
+        self.loss = PinballLoss(self.levels) if quantile else LOSSES[loss]()
+        self.cell_loss = PinballLoss(self.levels, reduction="none") if quantile else LOSSES[loss](reduction="none")
 
     def forward(self, x: torch.Tensor, series: torch.Tensor | None = None) -> torch.Tensor:
         if series is not None and getattr(self.net, "series", None) is not None:
-            return self.net(x, series)  # [B, L, C], [B] device numbers -> [B, H, T]
-        return self.net(x)  # [B, L, C] -> [B, H, T]
+            return self.net(x, series)  # [B, L, C], [B] device numbers -> [B, H, T] ([B, H, T, Q])
+        return self.net(x)  # [B, L, C] -> [B, H, T] ([B, H, T, Q] with quantiles)
 
     def training_step(self, batch, batch_idx):
         x, y, *series = batch  # [B, L, C], [B, H, T] (a fleet's: NaN where masked), [B] device numbers (fleets)
@@ -88,7 +105,8 @@ class ForecastModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y, *series = batch
-        pred = self(x, *series)
+        pred = self(x, *series)  # [B, H, T], or [B, H, T, Q] with quantiles: the median is the point forecast
+        pred = pred[..., median_index(self.levels)] if pred.dim() == 4 else pred  # [B, H, T]
         mse = nn.functional.mse_loss(pred, y) if not series else _masked(nn.MSELoss(reduction="none"), pred, y)
         self.log("val/loss", mse, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
 
@@ -107,7 +125,7 @@ class ForecastModule(L.LightningModule):
 def _masked(loss: nn.Module, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean of an element-wise loss over the cells where y is not NaN (masked fleet channels); no host sync."""
     valid = ~torch.isnan(y)  # [B, H, T]
-    cells = loss(pred, torch.where(valid, y, pred.detach())) * valid  # [B, H, T], 0 where masked
+    cells = loss(pred, torch.where(valid, y, 0.0)) * valid  # [B, H, T] (a quantile loss: averaged over levels), 0 where masked
     return cells.sum() / valid.sum().clamp(min=1)
 
 

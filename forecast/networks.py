@@ -9,6 +9,7 @@ from forecast.errors import InputError
 from forecast.recurrent import RecurrentNet
 
 NETWORKS = {"recurrent": RecurrentNet, "linear": LinearNet, "last_value": LastValue, "seasonal_naive": SeasonalNaive}
+QUANTILE_NETWORKS = ("recurrent", "linear")  # emit [B, H, T, Q] given quantiles; the others get theirs from residuals
 
 
 def build_network(network: str, **kwargs) -> nn.Module:

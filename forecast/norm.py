@@ -42,11 +42,12 @@ class WindowNorm(nn.Module):
         return x, ()
 
     def inverse(self, y: torch.Tensor, stats) -> torch.Tensor:
-        t = self.t  # y: [B, H, T]
+        t = self.t  # y: [B, H, T], or [B, H, T, Q] for quantile forecasts (every level shifted alike)
+        at = (lambda v: v.unsqueeze(-1)) if y.dim() == 4 else (lambda v: v)  # noqa: E731
         if self.norm == "last":
-            return y + stats[0][..., t]
+            return y + at(stats[0][..., t])
         if self.norm == "revin":
             mean, std = stats
-            y = (y - self.bias[t]) / (self.weight[t] + 1e-10)
-            return y * std[..., t] + mean[..., t]
+            y = (y - at(self.bias[t])) / (at(self.weight[t]) + 1e-10)
+            return y * at(std[..., t]) + at(mean[..., t])
         return y

@@ -7,7 +7,8 @@
 The data is read as training reads it (the `data` group: same CSV options, same repairs); the
 model brings its lookback L, horizon H, columns and frequency, and the data must match them.
 Without `span`, it writes the next H steps after the last reading: one row per future timestamp,
-one column per target, in the data's units, and `last_reading`, the origin the forecast starts
+one column per target, in the data's units (a quantile model adds `<target>:q<level>` after each,
+e.g. `power_kw:q0.1`; the bare column is the median), and `last_reading`, the origin the forecast starts
 after. That origin is the end of the data: when a sensor's latest readings are missing it is an
 error naming the sensor, unless allow_stale=true accepts the earlier origin (and says so).
 A fleet (data=fleet and a model trained on one): every device's next H steps in long form,
@@ -32,6 +33,7 @@ from forecast import config, predict_fleet, pyfunc, scoring, tracking
 from forecast.errors import InputError, reported
 from forecast.forecaster import Forecaster
 from forecast.frame import CsvSpec, DataReport, load_frame
+from forecast.quantiles import label
 from forecast.windows import split_rows, window_origins
 
 config.register_resolvers()
@@ -174,6 +176,7 @@ def backtest(forecaster: Forecaster, frame: pd.DataFrame, cfg: DictConfig) -> tu
         )
     inputs, actual = forecaster.windows(frame, origins)  # [N, L, C], [N, H, T]
     pred = forecaster.forecast(inputs)  # [N, H, T]
+    bands = forecaster.forecast_quantiles(inputs) if forecaster.levels else None  # [N, H, T, Q]
     n, h, _ = pred.shape
     rows = (origins[:, None] + np.arange(h)).ravel()  # [N*H] row of each forecast step
     out = pd.DataFrame(
@@ -181,10 +184,16 @@ def backtest(forecaster: Forecaster, frame: pd.DataFrame, cfg: DictConfig) -> tu
     )
     for k, name in enumerate(forecaster.targets):
         out[name] = pred[:, :, k].ravel()
+        for j, q in enumerate(forecaster.levels):
+            out[f"{name}:q{label(q)}"] = bands[:, :, k, j].ravel()
         out[f"{name}:actual"] = actual[:, :, k].ravel()
-    mae = scoring.score(pred, actual, forecaster.scaler.std[forecaster.target_index], axis=(0, 1))["mae"]  # [T]
+    std = forecaster.scaler.std[forecaster.target_index]
+    mae = scoring.score(pred, actual, std, axis=(0, 1))["mae"]  # [T]
     mae = "  ".join(f"{name} {v:.4g}" for name, v in zip(forecaster.targets, mae))
     summary = f"{n:,} windows x {h} steps of the {cfg.span} span ({frame.index[origins[0]]} to {frame.index[rows[-1]]}); MAE {mae}"
+    if bands is not None:
+        scores = scoring.score_quantiles(bands, forecaster.levels, actual, std)
+        summary += "; " + " ".join(f"{k} {v:.4g}" for k, v in scores.items() if k == "crps" or k.startswith("coverage_"))
     return out, summary
 
 

@@ -3,7 +3,9 @@
 Every contender forecasts the same most recent windows through its own Forecaster (its own
 scaler and lookback); errors are standardised by this data's scaler, so they compare across
 models. The alias moves only to a challenger that beats repeating the last value on those windows
-and beats the champion by the margin (or replaces a champion that cannot be scored).
+and beats the champion by the margin (or replaces a champion that cannot be scored). The decision
+can be made on `crps`: a quantile model's from its calibrated quantiles, a point forecast's (the
+baseline's, or a point model's) is its scaled MAE, the CRPS of a forecast without spread.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ class Holdout:
         actual = values[rows][:, :, self.data.target_index]  # [N, H, T]
         pred = np.broadcast_to(last, actual.shape)  # [N, H, T]
         scores = scoring.score(pred, actual, self.data.scaler.std[self.data.target_index])
+        scores["crps"] = scores["mae_scaled"]  # the CRPS of a point forecast
         show("baseline", "repeat the last value", scores)
         return scores
 
@@ -121,7 +124,12 @@ class Holdout:
             return why
         inputs, actual = contender.model.windows(self.data.frame, self.origins)  # [N, L, C], [N, H, T] data units
         pred = contender.model.forecast(inputs)  # [N, H, T]
-        scores = scoring.score(pred, actual, self.data.scaler.std[self.data.target_index])
+        std = self.data.scaler.std[self.data.target_index]
+        scores = scoring.score(pred, actual, std)
+        if contender.model.levels:  # crps, pinball, coverage and width of its calibrated quantiles
+            scores |= scoring.score_quantiles(contender.model.forecast_quantiles(inputs), contender.model.levels, actual, std)
+        else:
+            scores["crps"] = scores["mae_scaled"]  # the CRPS of a point forecast
         show(role, f"{contender.label} ({contender.architecture})", scores)
         return scores
 

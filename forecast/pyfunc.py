@@ -23,6 +23,7 @@ from pandas.tseries.frequencies import to_offset
 
 from forecast.errors import InputError
 from forecast.forecaster import Forecaster
+from forecast.quantiles import label
 
 TIME = "timestamp"
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the network computes in float32
@@ -75,7 +76,9 @@ class ForecastPyfunc(mlflow.pyfunc.PythonModel):
     column of ISO strings (as read from a CSV) one model step apart; the last `lookback` rows are
     used and must be complete, finite numbers. Output: H rows, one column per target in the data's
     units, plus `timestamp` (continuing the input's stamps at the model's frequency) when the input
-    had one, else `step` (1..H). The forecast starts right after the input's last row.
+    had one, else `step` (1..H). A quantile model adds, after each target, one column per level,
+    `<target>:q<level>` (`power_kw:q0.1`); the bare target column is the median. The forecast starts
+    right after the input's last row.
     """
 
     def load_context(self, context) -> None:
@@ -91,12 +94,19 @@ class ForecastPyfunc(mlflow.pyfunc.PythonModel):
         stamps = timestamps(window[TIME], first_row, f.freq) if TIME in window.columns else None
         raw = readings(window, f, first_row, stamps)  # [L, C]
         pred = f.forecast(raw[None])[0]  # [H, T]
-        if not np.isfinite(pred).all():
+        bands = f.forecast_quantiles(raw[None])[0] if f.levels else np.empty((f.horizon, len(f.targets), 0))  # [H, T, Q]
+        if not (np.isfinite(pred).all() and np.isfinite(bands).all()):
             raise BadInput(
                 f"the forecast from these readings is not finite: they lie far outside the training data "
                 f"(means {dict(zip(f.inputs, np.round(f.scaler.mean, 3)))})"
             )
-        out = pd.DataFrame(pred, columns=f.targets)
+        out = pd.DataFrame(
+            {
+                column: values
+                for k, name in enumerate(f.targets)
+                for column, values in [(name, pred[:, k])] + [(f"{name}:q{label(q)}", bands[:, k, j]) for j, q in enumerate(f.levels)]
+            }
+        )
         if stamps is not None:
             out.insert(0, TIME, pd.date_range(stamps[-1], periods=f.horizon + 1, freq=f.freq)[1:])
         else:

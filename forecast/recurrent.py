@@ -6,6 +6,7 @@ values: scaling to and from the data's units belongs to the data module and the 
 
     x [B, L, C] -> per-window normalisation -> channel handling -> segments -> encoder (GRU|LSTM)
       -> decoder (direct head | parallel segment decoding) -> de-normalisation -> y [B, H, T]
+                                                        (with quantiles: y [B, H, T, Q], non-crossing)
 
 B windows, L lookback steps, C input channels, H horizon steps, T target channels.
 """
@@ -19,6 +20,8 @@ from torch import nn
 
 from forecast.errors import InputError
 from forecast.norm import WindowNorm
+from forecast.quantiles import levels as quantile_levels
+from forecast.quantiles import median_index, monotone
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 DECODERS = ("direct", "parallel")
@@ -49,6 +52,9 @@ class RecurrentNet(nn.Module):
         decoder: "direct" (one linear map from the final state to all H steps) or "parallel"
             (each output segment decoded by one recurrent step from the final state and a learned
             position (and channel) embedding; no predictions are fed back).
+        quantiles: forecast these levels (0.5 is always added) instead of one point, [B, H, T, Q],
+            the head emitting Q values per step made non-crossing by `forecast.quantiles.monotone`;
+            None or [] for a point forecast.
         series_embedding: a learned vector per device of a fleet, added to every input segment's
             embedding, so the shared network can tell devices apart. Off by default: without it
             the network has no per-device parameters and forecasts a device it never saw as well
@@ -72,6 +78,7 @@ class RecurrentNet(nn.Module):
         channel_independent: bool = True,
         channel_embedding: bool = True,
         decoder: str = "parallel",
+        quantiles: list[float] | None = None,
         series_embedding: bool = False,
         n_series: int = 0,
     ):
@@ -92,7 +99,8 @@ class RecurrentNet(nn.Module):
         self.n_in_segments = math.ceil(lookback / w)
         self.n_out_segments = math.ceil(horizon / w)
         width = 1 if channel_independent else n_inputs  # channels in one series seen by the network
-        out_width = 1 if channel_independent else len(target_index)
+        self.levels = quantile_levels(quantiles)
+        out_width = (1 if channel_independent else len(target_index)) * max(len(self.levels), 1)  # values per step
 
         self.embed_input = nn.Sequential(nn.Linear(w * width, hidden_size), nn.ReLU())
         self.rnn = CELLS[cell](
@@ -129,14 +137,16 @@ class RecurrentNet(nn.Module):
         if self.decoder == "direct":
             h = state[0] if self.cell == "lstm" else state
             y = self.head(self.dropout(h[-1]))  # [N, H*c_out]
-            y = y.reshape(y.shape[0], self.horizon, -1)  # [N, H, c_out]
+            y = y.reshape(y.shape[0], self.horizon, -1)  # [N, H, c_out] (c_out * Q with quantiles)
         else:
             y = self._decode_parallel(state, B)  # [N, M*w, c_out]
             y = y[:, : self.horizon]  # [N, H, c_out]
+        if self.levels:
+            y = monotone(y.reshape(*y.shape[:2], -1, len(self.levels)), median_index(self.levels))  # [N, H, c_out, Q]
         if self.channel_independent:
-            y = y.reshape(B, C, self.horizon).transpose(1, 2)  # [B, H, C]
-            y = y.index_select(2, self.target_index)  # [B, H, T]
-        return self.window_norm.inverse(y, stats)  # [B, H, T]
+            y = y.reshape(B, C, self.horizon, *y.shape[3:]).transpose(1, 2)  # [B, H, C] ([B, H, C, Q])
+            y = y.index_select(2, self.target_index)  # [B, H, T] ([B, H, T, Q])
+        return self.window_norm.inverse(y, stats)  # [B, H, T] ([B, H, T, Q])
 
     def _device_vectors(self, series: torch.Tensor | None, B: int) -> torch.Tensor:
         """[B, d] each window's device vector; the mean vector for an unseen device (-1, out of range) or no device given."""

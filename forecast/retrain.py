@@ -58,7 +58,7 @@ from forecast.promotion import Contender, Holdout, decide, find_champion, promot
 config.register_resolvers()
 
 BUSY = 3
-METRICS = ("mse_scaled", "mae_scaled", "mae", "rmse")
+METRICS = ("mse_scaled", "mae_scaled", "mae", "rmse", "crps")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="retrain")

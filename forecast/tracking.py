@@ -73,12 +73,18 @@ def connect(experiment: str) -> str:
 
 
 @contextlib.contextmanager
-def start_run(experiment_id: str, name: str, tags: dict[str, str]):
-    """An MLflow run on rank zero (ended FAILED or KILLED if the block raises), nothing elsewhere."""
+def start_run(experiment_id: str, name: str, tags: dict[str, str], run_id: str | None = None):
+    """An MLflow run on rank zero (ended FAILED or KILLED if the block raises), nothing elsewhere.
+
+    run_id: resume that run instead (python -m forecast.tune continuing its study); `tags` are set on it.
+    """
     if not is_rank_zero():
         yield None
         return
-    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
+    started = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags)
+    with started as run:
+        if run_id:
+            mlflow.set_tags(tags)
         try:
             yield run
         except (Interrupted, KeyboardInterrupt) as e:  # a signal: KILLED here, before MLflow's own exit marks it FAILED

@@ -12,6 +12,7 @@ import resource
 import socket
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -19,6 +20,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from mlflow import MlflowClient
 from mlflow.models import ModelSignature, infer_signature
@@ -33,12 +35,14 @@ from forecast.networks import count_parameters
 from forecast.plot import plot_test_forecasts
 from forecast.pyfunc import ForecastPyfunc
 from forecast.pyfunc import load as load_model
+from forecast.quantiles import label
 
 
-def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
+def train(cfg: DictConfig, output_dir: Path, command: str, extra_callbacks: Sequence[Callback] = ()) -> float | None:
     """One training; returns the best validation loss (what a sweep minimises).
 
-    output_dir: this training's own folder (checkpoints); command: the command line, as a run tag.
+    output_dir: this training's own folder (checkpoints); command: the command line, as a run tag;
+    extra_callbacks: e.g. a tuning trial's pruning (forecast/pruning.py), which may end it before its test.
     Raises InputError for bad settings or data (before any run exists), JobFailed when the loss or
     a test score becomes non-finite (the run is then FAILED and no model is logged or registered).
     """
@@ -47,7 +51,7 @@ def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     best = ModelCheckpoint(dirpath=Path(output_dir) / "checkpoints", filename="best", monitor="val/loss", mode="min")
     epochs = tracking.EpochLog()
-    callbacks = [StopOnNonFinite(), EarlyStopping("val/loss", patience=cfg.patience), best, epochs]  # the guard before the log
+    callbacks = [StopOnNonFinite(), EarlyStopping("val/loss", patience=cfg.patience), best, epochs, *extra_callbacks]  # guard before log
     trainer = config.build(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(output_dir))
     data = config.build(cfg.data, **fleet_share.share(trainer, cfg))  # trainer=ddp on a fleet: this process's share of the devices
     say(*data.report.lines(), f"windows: {data.windows}")
@@ -79,6 +83,9 @@ def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
         fit_s = time.perf_counter() - started
         if run is None:  # a non-zero DDP rank: rank zero evaluates and records
             return None
+        pruned = [c for c in extra_callbacks if getattr(c, "pruned_at", None)]
+        if pruned:  # a tuning trial its pruner stopped: scored on validation only
+            return pruned[0].record(epochs, fit_s, len(data.datasets["train"]))
         if trainable:
             if not best.best_model_path:
                 raise JobFailed("training ended without a checkpoint of a finite val/loss; nothing was logged as a model")
@@ -93,7 +100,9 @@ def train(cfg: DictConfig, output_dir: Path, command: str) -> float | None:
         f"({metrics['model/recurrent_params']:,.0f} recurrent) | {fitted} | "
         f"test MAE {metrics['test/mae']:.4g} RMSE {metrics['test/rmse']:.4g} "
         f"MSE(scaled) {metrics['test/mse_scaled']:.4f} vs last value {metrics['baseline/mse_scaled']:.4f} | "
-        f"run {run.info.run_id}"
+        + "".join(f"{k.removeprefix('test/')} {v:.4f} " for k, v in metrics.items() if k.startswith(("test/crps", "test/coverage_")))
+        + ("| " if "test/crps" in metrics else "")
+        + f"run {run.info.run_id}"
     )
     print(tracking.ui_hint(experiment_id))
     return float(best.best_model_score) if best.best_model_score is not None else None
@@ -112,6 +121,11 @@ def check_settings(cfg: DictConfig) -> None:
     clip = cfg.trainer.get("gradient_clip_val")
     if clip is not None and not (isinstance(clip, (int, float)) and 0 <= clip < math.inf):
         raise InputError(f"trainer.gradient_clip_val={clip}: give a finite norm of 0 or more, or null for no clipping")
+    if cfg.model.get("quantiles") and "series_column" in cfg.data:
+        raise InputError(
+            f"model.quantiles={list(cfg.model.quantiles)} with a fleet (data.series_column): quantile forecasts are not "
+            "calibrated per device yet.\nTrain the fleet with model.quantiles=null, or one device's file with data=csv."
+        )
     lookback, horizon = cfg.data.get("lookback"), cfg.data.get("horizon")
     if not all(isinstance(v, int) and v >= 1 for v in (lookback, horizon)):
         return  # the data module names the bad lookback or horizon
@@ -126,13 +140,16 @@ def check_settings(cfg: DictConfig) -> None:
 
 
 def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float]:
-    """Test the restored best model and log metrics, report, plot and the servable model."""
+    """Calibrate the quantiles (if any) on the validation span, test the restored best model, and log
+    metrics, report, plot and the servable model."""
     data = data.whole() if getattr(data, "world_size", 1) > 1 else data  # a fleet trained in shares: rank zero tests every device
-    forecaster = Forecaster(module.net, data.scaler, data.inputs, data.targets, data.report.freq, module.net_args)
+    forecaster = Forecaster(module.net, data.scaler, data.inputs, data.targets, data.report.freq, module.net_args, module.levels)
     fleet = getattr(data, "fleet", None)  # a fleet (forecast/fleet_datamodule.py): scored per device
     if fleet is not None:
         forecaster.series_columns, forecaster.series_mean, forecaster.series_std = data.series_columns, data.mean, data.std
         forecaster.series_ids = list(fleet.ids.itertuples(index=False, name=None))
+    elif forecaster.levels:  # split-conformal offsets per step and target from the validation windows (forecast/quantiles.py)
+        forecaster.calibrate(*forecaster.windows(data.frame, recent(data.datasets["val"].origins, module.hparams.calibration_window)))
     started = time.perf_counter()
     if fleet is None:
         test = evaluate.forecast_test(forecaster, data.frame, data.datasets["test"].origins)
@@ -170,7 +187,17 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
         if fleet is None:
             actual = data.frame[data.targets].to_numpy()
             title = f"{module.architecture} on {data.name}: test forecasts (every {data.horizon}-step window)"
-            plot = plot_test_forecasts(data.frame.index, actual, test.origins, test.pred, data.targets, title, tmp / "forecast_test.png")
+            plot = plot_test_forecasts(
+                data.frame.index,
+                actual,
+                test.origins,
+                test.pred,
+                data.targets,
+                title,
+                tmp / "forecast_test.png",
+                test.quantiles,
+                test.levels,
+            )
             mlflow.log_artifact(plot, "plots")
             log_evaluation(tmp, data, test)
         else:
@@ -217,9 +244,16 @@ def log_evaluation(tmp: Path, data, test: evaluate.TestForecasts) -> None:
     example = data.frame.iloc[last - data.lookback : last + data.horizon][data.targets].reset_index()
     for k, name in enumerate(data.targets):
         example[f"{name}:forecast"] = np.concatenate([np.full(data.lookback, np.nan), test.pred[-1, :, k]])
+        for j, q in enumerate(test.levels):  # quantiles: `<target>:forecast:q<level>`
+            example[f"{name}:forecast:q{label(q)}"] = np.concatenate([np.full(data.lookback, np.nan), test.quantiles[-1, :, k, j]])
     for frame, name in ((steps, "test_by_step.parquet"), (windows, "test_by_window.parquet"), (example, "example_window.parquet")):
         frame.to_parquet(tmp / name, index=False)
         mlflow.log_artifact(str(tmp / name), "evaluation")
+
+
+def recent(origins: np.ndarray, share: float) -> np.ndarray:
+    """The most recent `share` of the windows (at least one)."""
+    return origins[len(origins) - max(1, round(len(origins) * share)) :]
 
 
 def warm_start(net: torch.nn.Module, model_uri: str) -> None:

@@ -137,6 +137,7 @@ def test_duplicates_missing_codes_and_stuck_values_per_device(tmp_path):
     fleet = load_fleet(CsvSpec(path=path, na_values=[-9999], stuck_steps=6), ["device"], L + H)
     table = fleet.report.devices.set_index("device")
     assert table.loc["m0", "duplicates"] == 1 and table.loc["m1", "stuck"] == 21 and table.loc["m0", "stuck"] == 0
+    assert table.loc["m0", "readings"] == 400 and table.loc["m0", "inserted"] == 0  # readings at distinct timestamps
     assert fleet.report.data.missing_codes == 1 and table.loc["m0", "interpolated"] == 1
     assert fleet.frame(0)["power"].iloc[20] == pytest.approx(frame["power"].iloc[20] + 1, abs=1e-3)  # the mean of the two
     with pytest.raises(InputError, match=r"device 'm0': timestamp 2024-01-01 20:00:00 occurs more than once \('.*f.csv' line 22, "):
@@ -272,10 +273,10 @@ def _forecaster(net, data) -> Forecaster:
         data.targets,
         "1h",
         {},
-        data.series_columns,
-        list(data.fleet.ids.itertuples(index=False, name=None)),
-        data.mean,
-        data.std,
+        series_columns=data.series_columns,
+        series_ids=list(data.fleet.ids.itertuples(index=False, name=None)),
+        series_mean=data.mean,
+        series_std=data.std,
     )
 
 
@@ -361,3 +362,21 @@ def test_training_scores_every_device(tmp_path):
     np.testing.assert_allclose(np.percentile(table["mse_scaled"], 50), metrics["test/series_mse_scaled_p50"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/worst_series.png" in artifacts
+    windows = pd.read_parquet(client.download_artifacts(run.info.run_id, "evaluation/test_by_window.parquet", str(tmp_path)))
+    assert windows["origin"].is_unique and list(windows.columns[:3]) == ["origin", "timestamp", "series"]  # pairs windows across runs
+
+
+def test_quantiles_with_a_fleet_are_refused_before_any_run(tmp_path):
+    write(make_fleet(devices=2), tmp_path / "f.csv")
+    overrides = ["data=fleet", f"data.path={tmp_path / 'f.csv'}", "data.lookback=24", "data.horizon=12", "model.segment_len=6"]
+    overrides += ["model.quantiles=[0.1,0.9]"]
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with pytest.raises(InputError, match=r"with a fleet \(data.series_column\): quantile forecasts are not calibrated per device yet"):
+            training.train(cfg, tmp_path / "outputs", "test")
+    finally:
+        os.chdir(cwd)
+    assert not (tmp_path / "mlflow.db").exists()  # refused before any run or store exists

@@ -195,7 +195,18 @@ def test_the_fleet_holdout_scores_every_device_with_each_contenders_own_scalers(
     scaler = own_scaler(f, np.array([1, -1]), x)
     assert np.allclose(scaler.mean[0, 0], data.mean[1]) and np.allclose(scaler.mean[1, 0], x[1].mean(axis=0))
     wide = {**args, "lookback": 96}  # a champion that needs more history than this data's windows give
-    g = Forecaster(build_network(**wide), data.scaler, data.inputs, data.targets, "1h", wide, ["device"], seen, data.mean[:3], data.std[:3])
+    g = Forecaster(
+        build_network(**wide),
+        data.scaler,
+        data.inputs,
+        data.targets,
+        "1h",
+        wide,
+        series_columns=["device"],
+        series_ids=seen,
+        series_mean=data.mean[:3],
+        series_std=data.std[:3],
+    )
     longer = SimpleNamespace(model=g, label="forecast/2", architecture="gru", unloadable=None)
     assert "lookback 96 is longer than data.lookback=48" in holdout.score("champion", longer)
 

@@ -59,6 +59,18 @@ NOT_RUN = {
         "an HTTP server that runs until stopped; tests/test_serve.py starts this command and posts to it",
         None,
     ),
+    "python -m forecast.tune model=gru trials=20": (
+        "20 trainings (tens of minutes); tests/test_tune.py runs tiny studies: Ctrl-C, resume, pruning, DDP",
+        [sys.executable, "-m", "forecast.tune", "model=gru", "trials=20", "--cfg", "job"],
+    ),
+    "python -m forecast.train +tuned=<tune run id>": (
+        "needs a finished tuning; tests/test_tune.py feeds a tiny study's best settings back to a training",
+        [sys.executable, "-m", "forecast.train", "+tuned=0", "--cfg", "job"],
+    ),
+    "python -m forecast.compare budget=tuned trials=20": (
+        "40 tuning trials and 6 trainings (about half an hour); its parts are tested in tests/test_tune.py",
+        [sys.executable, "-m", "forecast.compare", "budget=tuned", "trials=20", "--cfg", "job"],
+    ),
     SCHEDULE: (
         "a scheduler that runs until stopped (nightly); tests/test_schedule.py fires it once",
         [sys.executable, "-m", "forecast.schedule", 'retrain_args=["data=csv","data.path=drops/"]', "--cfg", "job"],
