@@ -185,7 +185,7 @@ def test_the_fleet_holdout_scores_every_device_with_each_contenders_own_scalers(
     f.series_columns, f.series_ids, f.series_mean, f.series_std = ["device"], seen, data.mean[:3], data.std[:3]
     champion = SimpleNamespace(model=f, label="forecast/1", architecture="gru", unloadable=None)
     scores = holdout.score("champion", champion)
-    assert set(scores) == {"mse_scaled", "mae_scaled", "mae", "rmse"} and all(np.isfinite(list(scores.values())))
+    assert set(scores) == {"mse_scaled", "mae_scaled", "mae", "rmse", "crps"} and all(np.isfinite(list(scores.values())))
     assert list(holdout.by_series.columns) == ["device", "windows", "baseline", "champion"] and holdout.by_series["champion"].gt(0).all()
     assert baseline["mse_scaled"] == pytest.approx(
         np.average(holdout.by_series["baseline"], weights=holdout.by_series["windows"]), rel=0.05
