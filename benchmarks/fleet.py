@@ -328,7 +328,8 @@ def main(argv: list[str] | None = None) -> None:
     a = parser.parse_args(argv)
     from benchmarks.sweep import machine, write
 
-    command = shlex.join(["python", "-m", "benchmarks", "fleet", *argv])
+    shown = [v for i, v in enumerate(argv) if v != "--dir" and (i == 0 or argv[i - 1] != "--dir")]  # no path of this machine
+    command = shlex.join(["python", "-m", "benchmarks", "fleet", *shown])
     load, rows, need = os.getloadavg()[0], [], a.lookback + a.horizon
     for devices in sorted(a.devices):
         path = dataset(devices, a.days, a.dir)

@@ -56,6 +56,9 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     frame, report = read(cfg.data)
     source = str(cfg.data.path)
     model, forecaster = pyfunc.load(open_store(cfg.model_uri))
+    if forecaster.series_columns:
+        ids = ",".join(forecaster.series_columns)
+        raise InputError(f"{cfg.model_uri} forecasts a fleet: read {source} with data=fleet data.series_column=[{ids}]")
     forecaster.check(frame, report.freq, source)
     if cfg.span is None:
         stale = stale_note(cfg.data, frame, forecaster.inputs, cfg.allow_stale) if sum(report.rows_dropped.values()) else ""

@@ -89,7 +89,9 @@ class FleetHoldout:
             cells += np.bincount(s, weights=valid.sum(axis=(1, 2)), minlength=devices)
         total = {k: v.sum() / cells.sum() for k, v in sums.items()}
         total["rmse"] = math.sqrt(total["rmse"])
-        per_device = sums[self.metric][self.devices] / cells[self.devices]
+        total["crps"] = total["mae_scaled"]  # the CRPS of a point forecast (a fleet model has no quantiles yet)
+        metric = "mae_scaled" if self.metric == "crps" else self.metric
+        per_device = sums[metric][self.devices] / cells[self.devices]
         self.by_series[role] = np.sqrt(per_device) if self.metric == "rmse" else per_device
         return {k: float(v) for k, v in total.items()}
 

@@ -185,7 +185,7 @@ def test_the_fleet_holdout_scores_every_device_with_each_contenders_own_scalers(
     f.series_columns, f.series_ids, f.series_mean, f.series_std = ["device"], seen, data.mean[:3], data.std[:3]
     champion = SimpleNamespace(model=f, label="forecast/1", architecture="gru", unloadable=None)
     scores = holdout.score("champion", champion)
-    assert set(scores) == {"mse_scaled", "mae_scaled", "mae", "rmse"} and all(np.isfinite(list(scores.values())))
+    assert set(scores) == {"mse_scaled", "mae_scaled", "mae", "rmse", "crps"} and all(np.isfinite(list(scores.values())))
     assert list(holdout.by_series.columns) == ["device", "windows", "baseline", "champion"] and holdout.by_series["champion"].gt(0).all()
     assert baseline["mse_scaled"] == pytest.approx(
         np.average(holdout.by_series["baseline"], weights=holdout.by_series["windows"]), rel=0.05
@@ -427,3 +427,35 @@ def test_two_nodes_each_train_on_their_own_share_of_the_devices(tmp_path):
     assert len(by_series) >= 8  # rank zero tested every device with test windows, not only its share
     model = mlflow.pyfunc.load_model(f"runs:/{runs[0].info.run_id}/model")
     assert len(model.unwrap_python_model().forecaster.series_ids) == 10  # every device's scaler is in the saved model
+
+
+@pytest.mark.parametrize(
+    "env, rank",
+    [
+        ({}, 0),
+        ({"NODE_RANK": "1"}, 4),  # a node launched by environment variables: its first process
+        ({"NODE_RANK": "1", "LOCAL_RANK": "3"}, 7),  # Lightning's own launcher, the fourth process of node 1
+        ({"RANK": "5", "NODE_RANK": "1"}, 5),  # torchrun sets the global rank itself
+        ({"SLURM_PROCID": "6", "SLURM_NTASKS": "8"}, 6),  # srun
+        ({"SLURM_PROCID": "6", "SLURM_NTASKS": "1"}, 0),  # an interactive allocation that did not launch these processes
+    ],
+)
+def test_each_process_knows_its_rank_before_lightning_launches(monkeypatch, env, rank):
+    from forecast.fleet_share import launch_rank
+
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert launch_rank(world_size=8, num_nodes=2) == rank
+
+
+def test_own_share_hands_out_the_same_number_of_windows_on_every_process():
+    from forecast.fleet_share import OwnShare
+
+    train = OwnShare(range(100), count=60, shuffle=True)  # this process has 100 windows; the fewest any has is 60
+    first = list(train)
+    train.set_epoch(1)
+    second = list(train)
+    assert len(train) == len(first) == len(second) == 60 and len(set(first)) == 60 and first != second
+    assert list(OwnShare(range(7), count=7, shuffle=False)) == list(range(7))
