@@ -139,7 +139,7 @@ def run_all(args, tools: list[str], cells: list[str], budgets: list[str], comman
             continue
         for cell in cells:
             if cell == "deepar" and (tool != "neuralforecast" or not args.quantiles):
-                print(f"skipped {tool} deepar: DeepAR is NeuralForecast's, run with --quantiles", flush=True)
+                print(f"skipped {tool} deepar: DeepAR is NeuralForecast's, and only with --quantiles", flush=True)
                 continue
             for budget in budgets:
                 recipes = ("defaults", "short") if (tool, budget) == ("forecast", "3ep") and not args.quantiles else ("defaults",)

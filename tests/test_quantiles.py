@@ -280,3 +280,24 @@ def test_the_comparison_report_adds_crps_a_paired_test_and_a_reliability_plot():
     assert "95% interval covers GRU 94.0%, LSTM 97.0%; 80% interval covers GRU 79.0%, LSTM 84.0%" in text
     fig = comparison_report.plot_reliability(c)
     assert [len(line.get_xdata()) for line in fig.axes[0].lines] == [2, 2, 2]
+
+
+def test_warm_start_takes_a_quantile_models_weights(trained, capsys):
+    """retrain warm_start=true: a quantile challenger starts from a quantile champion of the same levels."""
+    folder, _, run = trained
+    os.environ["MLFLOW_TRACKING_URI"], before = f"sqlite:///{folder}/mlflow.db", os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        data = config.build(compose_train(*TINY, QUANTILES).data)
+        module = config.build(compose_train(*TINY, QUANTILES).model, **data.model_args())
+        training.warm_start(module.net, f"runs:/{run.info.run_id}/model")
+        point = config.build(compose_train(*TINY).model, **data.model_args())
+        training.warm_start(point.net, f"runs:/{run.info.run_id}/model")
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI")
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+    said = capsys.readouterr().out
+    assert "starting from its weights" in said and "its network differs from this one; training from scratch" in said
+    _, forecaster = pyfunc.load(f"runs:/{run.info.run_id}/model")
+    assert all(torch.equal(a, b) for a, b in zip(module.net.state_dict().values(), forecaster.net.state_dict().values()))
