@@ -42,6 +42,8 @@ RUN = {
     "python -m forecast.datasets fetch ETTh1": ("datasets", []),
     "python -m forecast.datasets path ETTh1": ("datasets", []),
     "python -m forecast.sample": ("sample", []),
+    "python -m forecast.sample fleet --devices 20 --days 60 --output meters.csv": ("fleet", []),
+    "python -m forecast.train data=fleet data.path=meters.csv data.series_column=device": ("fleet", TINY),
 }
 SCHEDULE = 'python -m forecast.schedule retrain_args=["data=csv","data.path=drops/"]'
 # README command -> (why it is not run here, a dry run that checks it parses or None)
@@ -70,6 +72,10 @@ NOT_RUN = {
     "python -m forecast.compare budget=tuned trials=20": (
         "40 tuning trials and 6 trainings (about half an hour); its parts are tested in tests/test_tune.py",
         [sys.executable, "-m", "forecast.compare", "budget=tuned", "trials=20", "--cfg", "job"],
+    ),
+    "python -m forecast.predict data=fleet data.path=meters.csv output=next.csv": (
+        "needs a registered fleet model; tests/test_fleet_io.py retrains on a fleet, then predicts seen and unseen devices",
+        [sys.executable, "-m", "forecast.predict", "data=fleet", "data.path=meters.csv", "output=next.csv", "--cfg", "job"],
     ),
     SCHEDULE: (
         "a scheduler that runs until stopped (nightly); tests/test_schedule.py fires it once",
@@ -187,3 +193,11 @@ def test_the_sample_command_regenerates_the_embedded_data_byte_for_byte(tmp_path
     for command in group("sample"):
         run(command, tmp_path)
     assert (tmp_path / "data" / "sensors.csv").read_bytes() == (REPO / "data" / "sensors.csv").read_bytes()
+
+
+@pytest.mark.e2e
+def test_the_fleet_commands_run(tmp_path):
+    for command in group("fleet"):
+        done = run(command, tmp_path)
+    per_device = list((tmp_path / "mlruns").rglob("test_by_series.parquet"))
+    assert len(per_device) == 1 and len(pd.read_parquet(per_device[0])) >= 15, done.stdout[-2000:]
