@@ -122,6 +122,8 @@ class Forecaster:
         Runs on the device the network lives on, `batch_size` windows at a time.
         """
         scaler = scaler or self.scaler
+        if origin is None and "origin" in self.uses:
+            raise InputError("this model reads calendar features (model.calendar): give each window's first forecast timestamp (origin)")
         standardised = self._standardised(raw, batch_size, scaler, series, origin, static)  # [N, H, T] or [N, H, T, Q]
         if standardised.ndim == 4:
             standardised = standardised[..., quantiles.median_index(self.levels)]  # [N, H, T]

@@ -67,13 +67,14 @@ class RecurrentNet(nn.Module):
             "hour" (hour of day) and "weekday" (day of week), or None / [] for none. Each is a
             learned embedding of the calendar value at the start of every output segment (wall-clock
             time of the data's timestamps), added to that segment's query in the parallel decoder, or
-            to the final state (the first forecast step's) in the direct one. The network then needs
-            each window's `origin` (timestamp of its first forecast step, ns).
+            to the final state (the first forecast step's) in the direct one. The network then reads
+            each window's `origin` (timestamp of its first forecast step, ns; `Forecaster.forecast`
+            requires it, a bare call without it adds no calendar term).
         step: the data's step in ns (from the data); needed with calendar features only.
         static_sizes: the number of category values of each static column of a fleet's devices
             (data.static_columns, from the data), or None / [] for none. Each column gets a learned
             vector per value, added to every input segment's embedding like the device embedding; a
-            value not seen in training (code -1) gets the mean of that column's vectors.
+            value not seen in training (code -1), or no codes given, gets the mean of that column's vectors.
     """
 
     def __init__(
@@ -159,7 +160,8 @@ class RecurrentNet(nn.Module):
     ) -> torch.Tensor:
         B, L, C = x.shape  # x: [B, L, C]; series: [B] device numbers (-1: unseen), used by the embedding only
         # origin: [B] int64 ns, wall-clock time of each window's first forecast step (calendar only); static: [B, S] codes (-1: unseen)
-        calendar = self._calendar_vectors(origin, B) if self.calendar_embed is not None else None  # [B, M, d]
+        # without origin a calendar network adds no calendar term (a bare timing of the network; Forecaster.forecast requires it)
+        calendar = self._calendar_vectors(origin, B) if self.calendar_embed is not None and origin is not None else None  # [B, M, d]
         x, stats = self.window_norm(x)  # [B, L, C]
         if self.channel_independent:
             x = x.transpose(1, 2).reshape(B * C, L, 1)  # [B*C, L, 1]: one series per channel
@@ -195,21 +197,18 @@ class RecurrentNet(nn.Module):
         return torch.where(known.unsqueeze(1), vectors, mean)
 
     def _static_vectors(self, static: torch.Tensor | None, B: int) -> torch.Tensor:
-        """[B, d] the sum over static columns of each window's value vector; a column's mean vector for an unseen value (-1)."""
-        if static is None:
-            raise InputError("this model reads static columns (data.static_columns): give each window's static codes")
+        """[B, d] the sum over static columns of each window's value vector; a column's mean vector for an unseen value (-1)
+        or none given."""
         total = 0
         for s, embedding in enumerate(self.static_embed):
-            codes = static[:, s]  # [B]
+            codes = static[:, s] if static is not None else torch.full((B,), -1, dtype=torch.long, device=embedding.weight.device)  # [B]
             known = (codes >= 0) & (codes < embedding.num_embeddings)
             vectors = embedding(codes.clamp(0, embedding.num_embeddings - 1))  # [B, d]
             total = total + torch.where(known.unsqueeze(1), vectors, embedding.weight.mean(dim=0))
         return total
 
-    def _calendar_vectors(self, origin: torch.Tensor | None, B: int) -> torch.Tensor:
+    def _calendar_vectors(self, origin: torch.Tensor, B: int) -> torch.Tensor:
         """[B, M, d] the calendar embedding of the first step of every output segment of each window."""
-        if origin is None:
-            raise InputError("this model reads calendar features (model.calendar): give each window's first forecast timestamp")
         segment = torch.arange(self.n_out_segments, device=origin.device) * (self.segment_len * self.step)  # [M] ns
         stamps = origin.to(torch.long).view(B, 1) + segment  # [B, M] ns, wall-clock time
         total = 0
