@@ -118,12 +118,15 @@ class Forecaster:
         scalers: mean and std [N, 1, C]); None: the model's one scaler. series: [N] each window's device
         number for a device embedding (-1: unseen); None: no device. origin: [N] int64 ns, the wall-clock
         time of each window's first forecast step (a network with calendar features needs it). static:
-        [N, S] each window's static codes (`static_codes`). Each is used only by a network that reads it.
+        [N, S] each window's static codes (`static_codes`; -1 for an unknown value). Each is used only by a
+        network that reads it, and such a network requires it (InputError without).
         Runs on the device the network lives on, `batch_size` windows at a time.
         """
         scaler = scaler or self.scaler
         if origin is None and "origin" in self.uses:
             raise InputError("this model reads calendar features (model.calendar): give each window's first forecast timestamp (origin)")
+        if static is None and "static" in self.uses:
+            raise InputError(f"this model reads static columns ({', '.join(self.static_columns)}): give each window's codes (static_codes)")
         standardised = self._standardised(raw, batch_size, scaler, series, origin, static)  # [N, H, T] or [N, H, T, Q]
         if standardised.ndim == 4:
             standardised = standardised[..., quantiles.median_index(self.levels)]  # [N, H, T]
