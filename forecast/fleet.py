@@ -181,6 +181,17 @@ def series_columns(value) -> list[str]:
     return names
 
 
+def static_names(value) -> list[str]:
+    """data.static_columns as a list of names (a name, a list of names, or null / [] for none)."""
+    names = [] if value is None else [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
+    if names is None or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise InputError(
+            f"data.static_columns={value!r} is not a list of distinct column names.\n"
+            "Set it to the columns constant per device, e.g. data.static_columns=[site,model], or [] for none."
+        )
+    return names
+
+
 def load_fleet(
     spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int, int] | None = None, static_columns: list[str] = ()
 ) -> Fleet:
@@ -202,7 +213,7 @@ def load_fleet(
         raise InputError(f"data.freq={spec.freq!r}: a fleet needs a fixed step (e.g. 15min, 1h, 1D), not a calendar one.")
     folder = os.path.isdir(spec.path)
     report = DataReport(files=_find_files(spec.path), duplicate_policy=spec.duplicates, overlap_policy=spec.overlap)
-    static_columns = series_columns(list(static_columns)) if len(static_columns) else []
+    static_columns = static_names(static_columns)
     twice = [c for c in static_columns if c in id_columns]
     if twice:
         raise InputError(f"data.static_columns: '{twice[0]}' is an id column (data.series_column).\nLeave it out of data.static_columns.")

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from forecast.datamodule import check_settings, loader
 from forecast.errors import InputError
-from forecast.fleet import load_fleet, series_columns
+from forecast.fleet import load_fleet, series_columns, static_names
 from forecast.fleet_share import OwnShare, fewest
 from forecast.fleet_windows import FleetWindows, fit_scalers, fleet_origins, scale, split_times
 from forecast.frame import CsvSpec
@@ -110,7 +110,7 @@ class FleetDataModule(L.LightningDataModule):
         self.path, self.series_columns = str(path), series_columns(series_column)
 
         share = (self.rank, self.world_size) if self.world_size > 1 else None
-        self.static_columns = [str(c) for c in static_columns or []]
+        self.static_columns = static_names(static_columns)
         spec = CsvSpec(path=self.path, **read)
         self.fleet = load_fleet(spec, self.series_columns, self.lookback + self.horizon, share, self.static_columns)
         if self.world_size > 1:

@@ -46,7 +46,7 @@ def test_static_columns_are_read_per_device_and_are_not_readings(tmp_path):
     assert fleet.static_values == [["east", "north", "south"]]
     half = load_fleet(CsvSpec(path=path), ["device"], L + H, share=(1, 2), static_columns=["site"])
     assert half.static_values == fleet.static_values  # every process of a data-parallel training codes values alike
-    data = FleetDataModule(path, lookback=L, horizon=H, static_columns=["site"])
+    data = FleetDataModule(path, lookback=L, horizon=H, static_columns="site")  # one name, or a list
     x, y, series, extra = data.datasets["train"].__getitems__([0, len(data.datasets["train"]) - 1])
     assert set(extra) == {"static"} and data.model_args()["static_sizes"] == [3]
     assert [data.static_values[0][c] for c in extra["static"][:, 0]] == [SITES[data.fleet.ids["device"][int(s)]] for s in series]
@@ -59,6 +59,8 @@ def test_a_static_column_that_changes_within_a_device_is_refused(tmp_path):
         load_fleet(CsvSpec(path=write(frame, tmp_path / "f.csv")), ["device"], L + H, static_columns=["site"])
     with pytest.raises(InputError, match="'device' is an id column"):
         load_fleet(CsvSpec(path=str(tmp_path / "f.csv")), ["device"], L + H, static_columns=["device"])
+    with pytest.raises(InputError, match=r"data.static_columns=\['site', 'site'\] is not a list of distinct column names"):
+        load_fleet(CsvSpec(path=str(tmp_path / "f.csv")), ["device"], L + H, static_columns=["site", "site"])
     with pytest.raises(InputError, match="has no id column 'kind'"):
         load_fleet(CsvSpec(path=str(tmp_path / "f.csv")), ["device"], L + H, static_columns=["kind"])
 
