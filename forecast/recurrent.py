@@ -144,7 +144,10 @@ class RecurrentNet(nn.Module):
         for name in self.calendar:
             _check_choice("model.calendar", name, CALENDAR)
         if self.calendar and int(step) <= 0:
-            raise InputError("model.calendar needs the data's step; calendar features are available with data=fleet")
+            raise InputError(
+                f"model.calendar={self.calendar} needs the data's step: calendar features are available with data=fleet only.\n"
+                "Train with data=fleet, or set model.calendar=false."
+            )
         self.step = int(step)
         self.calendar_embed = nn.ModuleDict({name: _embedding(CALENDAR[name][1], hidden_size) for name in self.calendar}) or None
         self.static_embed = nn.ModuleList([_embedding(int(n), hidden_size) for n in static_sizes or []]) or None
