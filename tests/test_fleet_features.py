@@ -123,7 +123,7 @@ def _hourly_blocks(tmp_path) -> str:
     """Three meters whose level is high from 12:00 to 17:59 only: six readings of history cannot tell a window before
     noon from one before midnight, the forecast's hour of day can."""
     rng = np.random.default_rng(0)
-    stamps = pd.date_range("2024-01-01", periods=24 * 40, freq="1h")
+    stamps = pd.date_range("2024-01-01", periods=24 * 30, freq="1h")
     frames = [
         pd.DataFrame({"timestamp": stamps, "device": f"m{d}", "power": 10 * (d + 1) + 4 * ((stamps.hour >= 12) & (stamps.hour < 18))})
         for d in range(3)
@@ -138,7 +138,7 @@ def _val_mse(path: str, calendar) -> float:
     torch.manual_seed(0)
     net = RecurrentNet(1, [0], 6, 6, hidden_size=16, segment_len=6, dropout=0.0, calendar=calendar, step=data.fleet.step)
     optimiser = torch.optim.Adam(net.parameters(), lr=0.01)
-    for _ in range(4):
+    for _ in range(3):
         for x, y, _series, *extra in data.train_dataloader():
             optimiser.zero_grad()
             torch.nn.functional.mse_loss(net(x, **(extra[0] if extra else {})), y).backward()
