@@ -123,10 +123,6 @@ class Forecaster:
         Runs on the device the network lives on, `batch_size` windows at a time.
         """
         scaler = scaler or self.scaler
-        if origin is None and "origin" in self.uses:
-            raise InputError("this model reads calendar features (model.calendar): give each window's first forecast timestamp (origin)")
-        if static is None and "static" in self.uses:
-            raise InputError(f"this model reads static columns ({', '.join(self.static_columns)}): give each window's codes (static_codes)")
         standardised = self._standardised(raw, batch_size, scaler, series, origin, static)  # [N, H, T] or [N, H, T, Q]
         if standardised.ndim == 4:
             standardised = standardised[..., quantiles.median_index(self.levels)]  # [N, H, T]
@@ -187,6 +183,10 @@ class Forecaster:
     def _standardised(self, raw: np.ndarray, batch_size: int, scaler: Scaler, series, origin=None, static=None) -> np.ndarray:
         """The one path through the network: raw windows [N, L, C] -> its output on standardised values (float64),
         [N, H, T] for a point network, [N, H, T, Q] for one that emits quantiles."""
+        if origin is None and "origin" in self.uses:
+            raise InputError("this model reads calendar features (model.calendar): give each window's first forecast timestamp (origin)")
+        if static is None and "static" in self.uses:
+            raise InputError(f"this model reads static columns ({', '.join(self.static_columns)}): give each window's codes (static_codes)")
         self.net.eval()
         device, out, per_window = self.device, [], scaler.mean.ndim == 3
         for start in range(0, len(raw), batch_size):

@@ -219,6 +219,11 @@ def test_the_bundle_carries_the_static_values_and_old_bundles_load(featured, tmp
     loaded = Forecaster.load(featured.save(tmp_path / "model.pt"))
     assert loaded.static_columns == ["site"] and loaded.static_values == [["north", "south"]] and loaded.uses == ("origin", "static")
     assert loaded.static_codes([["south"], [" north "], ["west"]]).ravel().tolist() == [1, 0, -1]
+    raw = np.full((1, L, 1), 10.0)
+    with pytest.raises(InputError, match="reads calendar features"):
+        loaded.forecast(raw, static=np.array([[0]]))  # a forecast never silently drops an input its network reads
+    with pytest.raises(InputError, match=r"reads static columns \(site\)"):
+        loaded.forecast(raw, origin=np.array([0]))
     bundle = torch.load(tmp_path / "model.pt", weights_only=True)
     for key in ("static_columns", "static_values"):
         del bundle[key]
