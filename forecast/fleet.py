@@ -32,6 +32,8 @@ Interface (what later stages use):
     Fleet.step (ns), Fleet.freq ("1h"), Fleet.tz, Fleet.ids (DataFrame [D], one column per id column)
     Fleet.span: (first, last + step) ns of the whole fleet; with load_fleet(share=(rank, world)) a
                    process holds only its share of devices but the same span (the same cuts)
+    Fleet.static (DataFrame [D], data.static_columns as text, or None), Fleet.static_values (each static
+                   column's values over every kept device of the whole fleet, sorted)
     Fleet.rows_before(stamp_ns) [D], Fleet.frame(d) (device d as a regular DataFrame), Fleet.index(d)
     FleetReport: totals (reading's DataReport), `devices` (one row per device found, kept or
     left out and why), lines() for the console, to_dict() for data_report.json.
@@ -139,6 +141,8 @@ class Fleet:
     targets: list[str]
     covariates: list[str]
     report: FleetReport
+    static: pd.DataFrame | None = None  # [D] static columns (data.static_columns) as text, one value per device; None: none read
+    static_values: list[list[str]] = field(default_factory=list)  # each static column's values over every kept device, sorted
 
     @property
     def columns(self) -> list[str]:
@@ -177,8 +181,24 @@ def series_columns(value) -> list[str]:
     return names
 
 
-def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int, int] | None = None) -> Fleet:
+def static_names(value) -> list[str]:
+    """data.static_columns as a list of names (a name, a list of names, or null / [] for none)."""
+    names = [] if value is None else [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
+    if names is None or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise InputError(
+            f"data.static_columns={value!r} is not a list of distinct column names.\n"
+            "Set it to the columns constant per device, e.g. data.static_columns=[site,model], or [] for none."
+        )
+    return names
+
+
+def load_fleet(
+    spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int, int] | None = None, static_columns: list[str] = ()
+) -> Fleet:
     """Reads a fleet (long file(s) or a folder with one file per device); see the module docstring.
+
+    static_columns: columns constant per device (site, model, ...), read as text like the ids and kept
+    aside (not readings); a column whose value changes within a device is an error naming both.
 
     share: (rank, world): keep only every world-th kept device from the rank-th (a DDP rank's share);
     the report and Fleet.span still describe the whole fleet, so every rank cuts at the same timestamps.
@@ -193,15 +213,20 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int
         raise InputError(f"data.freq={spec.freq!r}: a fleet needs a fixed step (e.g. 15min, 1h, 1D), not a calendar one.")
     folder = os.path.isdir(spec.path)
     report = DataReport(files=_find_files(spec.path), duplicate_policy=spec.duplicates, overlap_policy=spec.overlap)
-    intake = reading.read(spec, report, ids=[] if folder else id_columns)
+    static_columns = static_names(static_columns)
+    twice = [c for c in static_columns if c in id_columns]
+    if twice:
+        raise InputError(f"data.static_columns: '{twice[0]}' is an id column (data.series_column).\nLeave it out of data.static_columns.")
+    intake = reading.read(spec, report, ids=([] if folder else id_columns) + static_columns)
     data = intake.data()
     columns = intake.columns(data)
-    names = [c for c in columns if c in id_columns]
+    names = [c for c in columns if c in id_columns or c in static_columns]
     if names:
         raise InputError(
             f"'{spec.path}': '{names[0]}' is an id column (data.series_column) and a reading.\nFix data.targets / data.covariates."
         )
     codes, ids = _device_codes(intake, folder, id_columns)
+    static = _static_values(intake, codes, ids, static_columns) if static_columns else None
     values = (data if list(data.columns) == columns else data[columns]).to_numpy(dtype=np.float64)  # [N, C], a view of the block read
     regular._check_magnitude(values.T, columns, intake)
     with np.errstate(invalid="ignore"):
@@ -258,6 +283,7 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int
         )
 
     span = (int(origin[kept].min()), int((origin[kept] + table["rows"].to_numpy()[kept] * step).max()))  # the whole fleet's
+    whole = kept  # every kept device, before a process takes its share: the static columns' values
     if share is not None:
         kept = kept[share[0] :: share[1]]
         if not len(kept):
@@ -292,6 +318,8 @@ def load_fleet(spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int
         targets=report.targets,
         covariates=report.covariates,
         report=fleet_report,
+        static=None if static is None else static.iloc[kept].reset_index(drop=True),
+        static_values=[] if static is None else [sorted(set(static[c].iloc[whole])) for c in static.columns],
     )
 
 
@@ -309,6 +337,32 @@ def _device_codes(intake: reading.Intake, folder: bool, id_columns: list[str]) -
         names = [*(n[combined // len(uniques)] for n in names), np.asarray(uniques, dtype=object)[combined % len(uniques)]]
     ids = pd.DataFrame({name: pd.Series(values, dtype=str).str.strip() for name, values in zip(id_columns, names)})
     return codes.astype(np.int64, copy=False), ids
+
+
+def _static_values(intake: reading.Intake, codes: np.ndarray, ids: pd.DataFrame, static_columns: list[str]) -> pd.DataFrame:
+    """[D] each device's value of every static column (text, stripped), or InputError naming a column and a device where it changes."""
+    parts = intake.id_parts[0] if len(intake.id_parts) == 1 else pd.concat(intake.id_parts, ignore_index=True)
+    static = pd.DataFrame(index=range(len(ids)))
+    for name in static_columns:
+        text = parts[name].astype(str).str.strip().to_numpy()  # [N] as read, in the order of `codes`
+        numbers, values = pd.factorize(text)
+        low = np.full(len(ids), len(values), np.int64)
+        high = np.full(len(ids), -1, np.int64)
+        np.minimum.at(low, codes, numbers)
+        np.maximum.at(high, codes, numbers)
+        changing = np.flatnonzero(low != high)
+        if len(changing):
+            d = int(changing[0])
+            rows = np.flatnonzero(codes == d)
+            other = rows[np.flatnonzero(numbers[rows] != numbers[rows[0]])[0]]
+            (path, line), (path2, line2) = intake.places(np.array([rows[0], other]))
+            raise InputError(
+                f"data.static_columns: column '{reading.shown(name)}' is not constant for device '{'/'.join(map(str, ids.iloc[d]))}': "
+                f"{values[numbers[rows[0]]]!r} ('{path}' line {line}) and {values[numbers[other]]!r} ('{path2}' line {line2}).\n"
+                "A static column holds one value per device: fix those rows, or leave the column out of data.static_columns."
+            )
+        static[name] = np.asarray(values, dtype=object)[low]
+    return static
 
 
 def _sorted(codes: np.ndarray, time: np.ndarray) -> bool:

@@ -14,7 +14,9 @@ surface before any run exists. What the training, the evaluation and the saved m
     data.spans            {"train"|"val"|"test": (start_ns, end_ns)}: the same cut for every device
     data.report           FleetReport (lines(), to_dict(), devices table)
     data.targets, data.covariates, data.inputs, data.target_index, data.series_columns
-    data.model_args()     lookback, horizon, n_inputs, target_index, n_series (devices, for an embedding)
+    data.static_columns, data.static_values   the static columns and each one's category values (vocabulary)
+    data.model_args()     lookback, horizon, n_inputs, target_index, n_series (devices, for an embedding),
+                          step (ns, for calendar features), static_sizes (values per static column)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from forecast.datamodule import check_settings, loader
 from forecast.errors import InputError
-from forecast.fleet import load_fleet, series_columns
+from forecast.fleet import load_fleet, series_columns, static_names
 from forecast.fleet_share import OwnShare, fewest
 from forecast.fleet_windows import FleetWindows, fit_scalers, fleet_origins, scale, split_times
 from forecast.frame import CsvSpec
@@ -52,6 +54,11 @@ class FleetDataModule(L.LightningDataModule):
         channel_independent: True: a window counts when at least one target channel is fully valid
             (the others are masked); False (a network that mixes channels): every input channel
             must be valid. conf/data/fleet.yaml takes it from model.channel_independent.
+        static_columns: columns constant per device (e.g. site, model), read as text; each distinct
+            value is a category the network learns a vector for (numbers too are categories). A
+            column that changes within a device is an error. [] (default): none.
+        calendar: batches carry each window's first forecast timestamp, for a network with calendar
+            features; conf/data/fleet.yaml sets it when model.calendar is set.
         num_workers: DataLoader worker processes.
         pin_memory: pin batches in page-locked memory.
         rank, world_size: a data-parallel training (trainer=ddp; training.py passes them,
@@ -76,6 +83,8 @@ class FleetDataModule(L.LightningDataModule):
         batch_size: int = 256,
         train_stride: int = 1,
         channel_independent: bool = True,
+        static_columns: list[str] | None = None,
+        calendar: bool | list = False,
         num_workers: int = 0,
         pin_memory: bool = False,
         rank: int = 0,
@@ -87,7 +96,8 @@ class FleetDataModule(L.LightningDataModule):
         self.settings = dict(  # what builds it again (`whole`)
             path=path, series_column=series_column, name=name, lookback=lookback, horizon=horizon, val_fraction=val_fraction,
             test_fraction=test_fraction, cuts=cuts, batch_size=batch_size, train_stride=train_stride,
-            channel_independent=channel_independent, num_workers=num_workers, pin_memory=pin_memory, **read,
+            channel_independent=channel_independent, static_columns=static_columns, calendar=calendar,
+            num_workers=num_workers, pin_memory=pin_memory, **read,
         )  # fmt: skip
         numbers = {"lookback": lookback, "horizon": horizon, "batch_size": batch_size, "train_stride": train_stride}
         fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction, "train_fraction": 1.0}
@@ -100,7 +110,9 @@ class FleetDataModule(L.LightningDataModule):
         self.path, self.series_columns = str(path), series_columns(series_column)
 
         share = (self.rank, self.world_size) if self.world_size > 1 else None
-        self.fleet = load_fleet(CsvSpec(path=self.path, **read), self.series_columns, self.lookback + self.horizon, share)
+        self.static_columns = static_names(static_columns)
+        spec = CsvSpec(path=self.path, **read)
+        self.fleet = load_fleet(spec, self.series_columns, self.lookback + self.horizon, share, self.static_columns)
         if self.world_size > 1:
             print(f"rank {self.rank} of {self.world_size}: {len(self.fleet):,} devices of this process's share", flush=True)
         self.report = self.fleet.report
@@ -108,6 +120,12 @@ class FleetDataModule(L.LightningDataModule):
         self.targets, self.covariates = list(self.fleet.targets), list(self.fleet.covariates)
         self.inputs = self.targets + self.covariates
         self.target_index = list(range(len(self.targets)))
+        self.static_values = self.fleet.static_values  # [S] each static column's values: code k is the k-th
+        codes = None
+        if self.static_columns:
+            pairs = zip(self.static_columns, self.static_values)
+            codes = np.stack([pd.Index(v).get_indexer(self.fleet.static[c]) for c, v in pairs], axis=1)  # [D, S]
+        clock = (self.fleet.first, self.fleet.step, self.fleet.tz) if calendar else None
 
         self.spans = split_times(self.fleet, float(val_fraction), float(test_fraction), cuts)
         self.mean, self.std = fit_scalers(self.fleet, self.spans["train"][1], self.lookback)
@@ -127,7 +145,9 @@ class FleetDataModule(L.LightningDataModule):
                     "data.test_fraction, or lower data.lookback / data.horizon.",
                     context=self.report.lines(),
                 )
-            self.datasets[split] = FleetWindows(series, origins, self.lookback, self.horizon, self.target_index, self.fleet.start)
+            self.datasets[split] = FleetWindows(
+                series, origins, self.lookback, self.horizon, self.target_index, self.fleet.start, clock=clock, static=codes
+            )
 
     def _when(self, split: str) -> str:
         start, end = (pd.Timestamp(v, tz="UTC" if self.fleet.tz else None) for v in self.spans[split])
@@ -166,6 +186,8 @@ class FleetDataModule(L.LightningDataModule):
             "n_inputs": self.n_inputs,
             "target_index": self.target_index,
             "n_series": len(self.fleet),
+            "step": int(self.fleet.step),
+            "static_sizes": [len(values) for values in self.static_values],
         }
 
     def whole(self) -> FleetDataModule:

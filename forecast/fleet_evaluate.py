@@ -36,6 +36,7 @@ import pandas as pd  # noqa: E402
 
 from forecast import scoring  # noqa: E402
 from forecast.evaluate import TestForecasts  # noqa: E402
+from forecast.fleet_windows import wall_clock  # noqa: E402
 from forecast.forecaster import Forecaster  # noqa: E402
 from forecast.windows import Scaler  # noqa: E402
 
@@ -58,7 +59,7 @@ class FleetTest:
 
 def device_windows(forecaster: Forecaster, data, indices: np.ndarray, split: str = "test"):
     """Raw inputs [n, L, C], actual values [n, H, T] (NaN where masked), per-window scaler [n, 1, C] and device numbers [n]."""
-    x, y, series = data.datasets[split].__getitems__(indices)
+    x, y, series, *_ = data.datasets[split].__getitems__(indices)
     s = series.numpy()
     scaler = Scaler(data.mean[s][:, None, :], data.std[s][:, None, :])  # [n, 1, C] each
     raw = x.numpy().astype(np.float64) * scaler.std + scaler.mean  # [n, L, C] data units
@@ -67,13 +68,26 @@ def device_windows(forecaster: Forecaster, data, indices: np.ndarray, split: str
     return raw, actual, scaler, s
 
 
+def network_inputs(forecaster: Forecaster, data, indices: np.ndarray, s: np.ndarray, split: str = "test") -> dict:
+    """`Forecaster.forecast`'s optional inputs for these windows of a split: series [n] (device numbers), and for a network
+    that reads them origin [n] (wall-clock ns of the first forecast step) and static [n, S] (codes of the model's vocabulary)."""
+    inputs = {"series": s}
+    if "origin" in forecaster.uses:
+        fleet = data.fleet
+        inputs["origin"] = wall_clock(fleet.first, fleet.start, fleet.step, fleet.tz, data.datasets[split].origins[indices], s)
+    if "static" in forecaster.uses:
+        inputs["static"] = forecaster.static_codes(data.fleet.static[forecaster.static_columns].to_numpy()[s])
+    return inputs
+
+
 def forecast_split(forecaster: Forecaster, data, split: str = "test") -> TestForecasts:
     """Every window of a split as `TestForecasts` (series and per-device std [N, 1, T] set; actual NaN where masked).
 
     Holds all forecasts at once: for a fleet's holdout or a comparison; `fleet_test` scores a whole test span in chunks.
     """
-    raw, actual, scaler, s = device_windows(forecaster, data, np.arange(len(data.datasets[split])), split)
-    pred = forecaster.forecast(raw, scaler=scaler, series=s if getattr(forecaster.net, "series", None) is not None else None)
+    every = np.arange(len(data.datasets[split]))
+    raw, actual, scaler, s = device_windows(forecaster, data, every, split)
+    pred = forecaster.forecast(raw, scaler=scaler, **network_inputs(forecaster, data, every, s, split))
     last = scoring.last_value(raw, forecaster.target_index, data.horizon)
     return TestForecasts(data.datasets[split].origins, pred, actual, last, scaler.std[..., forecaster.target_index], series=s)
 
@@ -87,11 +101,10 @@ def fleet_test(forecaster: Forecaster, data, chunk: int = 65_536) -> FleetTest:
     step_sums, step_cells = {k: np.zeros(data.horizon) for k in _SCORES}, np.zeros(data.horizon)
     per_window = {k: np.empty(n, np.float32) for k in _SCORES}
     series_all = np.empty(n, np.int64)
-    embedded = getattr(forecaster.net, "series", None) is not None
     for start in range(0, n, chunk):
         indices = np.arange(start, min(start + chunk, n))
         raw, actual, scaler, s = device_windows(forecaster, data, indices)
-        pred = forecaster.forecast(raw, scaler=scaler, series=s if embedded else None)  # [n, H, T]
+        pred = forecaster.forecast(raw, scaler=scaler, **network_inputs(forecaster, data, indices, s))  # [n, H, T]
         last = scoring.last_value(raw, t, data.horizon)  # [n, H, T]
         valid = ~np.isnan(actual)  # [n, H, T]
         actual0 = np.where(valid, actual, 0.0)
@@ -166,7 +179,7 @@ def plot_worst(data, forecaster: Forecaster, test: FleetTest, title: str, path: 
     for ax, d, (_, row) in zip(axes[:, 0], numbers, worst.iterrows()):
         mine = np.flatnonzero(test.series == d)[:: data.horizon]  # windows H apart: no overlap
         raw, actual, scaler, s = device_windows(forecaster, data, mine)
-        pred = forecaster.forecast(raw, scaler=scaler, series=s if getattr(forecaster.net, "series", None) is not None else None)
+        pred = forecaster.forecast(raw, scaler=scaler, **network_inputs(forecaster, data, mine, s))
         for j, at in enumerate(mine):
             origin = test.by_window["timestamp"].iloc[at]
             stamps = pd.date_range(origin, periods=data.horizon, freq=pd.Timedelta(int(data.fleet.step)))
@@ -197,6 +210,8 @@ def example_input(data, forecaster: Forecaster, test: FleetTest, devices: int = 
         part.insert(0, "timestamp", pd.date_range(end=origin - step, periods=data.lookback, freq=step))
         for k, name in enumerate(data.series_columns):
             part.insert(k, name, data.fleet.ids[name].iloc[s[j]])
+        for name in forecaster.static_columns:  # a model with static columns reads them from the request
+            part.insert(len(data.series_columns), name, data.fleet.static[name].iloc[s[j]])
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
 
@@ -205,7 +220,7 @@ def example_window(data, forecaster: Forecaster, test: FleetTest) -> pd.DataFram
     """The last test window (its device's id column(s), timestamp, targets over L + H steps, `<target>:forecast` over the last H)."""
     at = np.array([len(test.origins) - 1])
     raw, actual, scaler, s = device_windows(forecaster, data, at)
-    pred = forecaster.forecast(raw, scaler=scaler, series=s if getattr(forecaster.net, "series", None) is not None else None)
+    pred = forecaster.forecast(raw, scaler=scaler, **network_inputs(forecaster, data, at, s))
     step = pd.Timedelta(int(data.fleet.step))
     origin = test.by_window["timestamp"].iloc[-1]
     frame = pd.DataFrame({"timestamp": pd.date_range(origin - data.lookback * step, periods=data.lookback + data.horizon, freq=step)})

@@ -10,13 +10,17 @@ Interface:
         Each device's, each column's mean and std over its rows before train_end. A device (or one
         of its sensors) with fewer than two readings there, e.g. installed after the cut, is
         scaled on its first `lookback` rows that hold readings: the history a cold-start forecast has too.
+    wall_clock(first, start, step, tz, rows, devices) -> [B] int64 ns, the local time of rows (calendar features)
     scale(fleet, mean, std): standardises fleet.values in place (float32; NaN stays NaN).
     fleet_origins(fleet, span, lookback, horizon, channels, rule) -> [N] int64 rows of fleet.values
         Forecast origins t of every device whose target rows [t, t+H) lie in the span and whose rows
         [t-L, t+H) stay on the device and are fully valid for at least one of `channels`
         (rule="any": channel independence) or for all of them (rule="all": channel mixing).
-    FleetWindows(series [R, C] tensor, origins, lookback, horizon, target_index, start)
-        A WindowDataset whose batches are (x [B, L, C], y [B, H, T], series [B] long). A channel
+    FleetWindows(series [R, C] tensor, origins, lookback, horizon, target_index, start, clock=None, static=None)
+        A WindowDataset whose batches are (x [B, L, C], y [B, H, T], series [B] long), and with
+        calendar or static inputs (x, y, series, extra): extra = {"origin": [B] int64 ns, the wall-clock
+        time of each window's first forecast step (given `clock`), "static": [B, S] long, each
+        window's device's static codes (given `static` [D, S])}. A channel
         that is not fully valid in a window has its inputs set to 0 (the standardised mean) and its
         targets to NaN, so the loss and the scores leave it out; under channel independence the
         other channels' forecasts do not depend on it (tests/test_fleet.py checks that).
@@ -108,12 +112,38 @@ def fleet_origins(fleet: Fleet, span: tuple[int, int], lookback: int, horizon: i
     return origins[ok]
 
 
+def wall_clock(first: np.ndarray, start: np.ndarray, step: int, tz: str | None, rows: np.ndarray, devices: np.ndarray) -> np.ndarray:
+    """[B] int64 ns: the wall-clock time (in the fleet's own time zone, if it has one) of rows of the stacked array of devices."""
+    ns = first[devices] + (rows - start[devices]) * step  # [B] ns (UTC with a time zone)
+    if tz is not None:
+        ns = pd.DatetimeIndex(pd.to_datetime(ns, utc=True)).tz_convert(tz).tz_localize(None).asi8
+    return np.asarray(ns, np.int64)
+
+
 class FleetWindows(WindowDataset):
     """Windows of every device over one stacked [R, C] tensor; batches carry each window's device number."""
 
-    def __init__(self, series: torch.Tensor, origins: np.ndarray, lookback: int, horizon: int, target_index: list[int], start: np.ndarray):
+    def __init__(
+        self,
+        series: torch.Tensor,
+        origins: np.ndarray,
+        lookback: int,
+        horizon: int,
+        target_index: list[int],
+        start: np.ndarray,
+        clock: tuple[np.ndarray, int, str | None] | None = None,
+        static: np.ndarray | None = None,
+    ):
+        """clock: (first [D] ns, step ns, tz) of the fleet, for each window's origin timestamp; static: [D, S] codes."""
         super().__init__(series, origins, lookback, horizon, target_index)
         self.start = torch.from_numpy(np.asarray(start, np.int64))  # [D] first row of each device
+        self.clock = clock
+        self.static = None if static is None else torch.from_numpy(np.asarray(static, np.int64))  # [D, S]
+
+    def origin_times(self, origins: torch.Tensor, devices: torch.Tensor) -> torch.Tensor:
+        """[B] int64 ns: wall-clock time of each window's first forecast step."""
+        first, step, tz = self.clock
+        return torch.from_numpy(wall_clock(first, self.start.numpy(), step, tz, origins.numpy(), devices.numpy()))
 
     def series_of(self, origins: torch.Tensor) -> torch.Tensor:
         """Device number of each origin."""
@@ -126,8 +156,13 @@ class FleetWindows(WindowDataset):
         x = w[:, :, : self.lookback].transpose(1, 2).masked_fill(invalid.unsqueeze(1), 0.0)  # [B, L, C], masked channels all 0
         y = w[:, self.target_index, self.lookback :].transpose(1, 2).clone()  # [B, H, T]
         y.masked_fill_(invalid[:, self.target_index].unsqueeze(1), float("nan"))  # masked channels: no loss, no score
-        return x.contiguous(), y.contiguous(), self.series_of(origins)
+        devices = self.series_of(origins)  # [B]
+        if self.clock is None and self.static is None:
+            return x.contiguous(), y.contiguous(), devices
+        extra = {"origin": self.origin_times(origins, devices)} if self.clock is not None else {}  # [B]
+        extra |= {"static": self.static[devices]} if self.static is not None else {}  # [B, S]
+        return x.contiguous(), y.contiguous(), devices, extra
 
     def __getitem__(self, i: int):
-        x, y, s = self.__getitems__([i])
-        return x[0], y[0], s[0]
+        x, y, s, *extra = self.__getitems__([i])
+        return (x[0], y[0], s[0], *({k: v[0] for k, v in e.items()} for e in extra))

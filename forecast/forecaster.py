@@ -49,6 +49,10 @@ class Forecaster:
     `scaler` is then the per-column median of those: what `forecast` uses without a per-window scaler.
     Cold start: a device not seen in training is scaled on its own readings, the history a request
     sends (`series_scaler`), and given device number -1 (the embedding's mean vector, if any).
+    static_columns: the static columns the network reads (data.static_columns), [] for none.
+    static_values: each static column's category values seen in training, in the order of the
+        network's vectors (`static_codes`: a value not among them gets code -1, the mean vector).
+    A network with calendar features (model.calendar) needs each window's `origin` in `forecast`.
     """
 
     net: torch.nn.Module
@@ -63,6 +67,8 @@ class Forecaster:
     series_ids: list[tuple] = field(default_factory=list)
     series_mean: np.ndarray | None = None
     series_std: np.ndarray | None = None
+    static_columns: list[str] = field(default_factory=list)
+    static_values: list[list[str]] = field(default_factory=list)
 
     @property
     def lookback(self) -> int:
@@ -82,25 +88,56 @@ class Forecaster:
         """Position of each target among the inputs."""
         return [self.inputs.index(name) for name in self.targets]
 
+    @property
+    def uses(self) -> tuple[str, ...]:
+        """The optional inputs the network reads: "series" (device numbers), "origin" (calendar), "static"."""
+        return tuple(getattr(self.net, "uses", ()))
+
+    def static_codes(self, values) -> np.ndarray:
+        """[N, S] each row's code of every static column (text [N, S] in static_columns order); -1 for a value not seen in training."""
+        values = np.asarray(values, dtype=object).reshape(-1, len(self.static_columns))
+        codes = np.empty(values.shape, np.int64)
+        for s, known in enumerate(self.static_values):
+            number = {v: k for k, v in enumerate(known)}
+            codes[:, s] = [number.get(str(v).strip(), -1) for v in values[:, s]]
+        return codes
+
     def forecast(
-        self, raw: np.ndarray, batch_size: int = 1024, scaler: Scaler | None = None, series: np.ndarray | None = None
+        self,
+        raw: np.ndarray,
+        batch_size: int = 1024,
+        scaler: Scaler | None = None,
+        series: np.ndarray | None = None,
+        *,
+        origin: np.ndarray | None = None,
+        static: np.ndarray | None = None,
     ) -> np.ndarray:
         """Raw input windows [N, L, C] (columns in `inputs` order) -> forecasts [N, H, T] in data units.
 
         With quantiles this is the network's median. scaler: each window's own scaler (a fleet's device
         scalers: mean and std [N, 1, C]); None: the model's one scaler. series: [N] each window's device
-        number for a device embedding (-1: unseen); None: no device. Runs on the device the network
-        lives on, `batch_size` windows at a time.
+        number for a device embedding (-1: unseen); None: no device. origin: [N] int64 ns, the wall-clock
+        time of each window's first forecast step (a network with calendar features needs it). static:
+        [N, S] each window's static codes (`static_codes`; -1 for an unknown value). Each is used only by a
+        network that reads it, and such a network requires it (InputError without).
+        Runs on the device the network lives on, `batch_size` windows at a time.
         """
         scaler = scaler or self.scaler
-        standardised = self._standardised(raw, batch_size, scaler, series)  # [N, H, T] or [N, H, T, Q]
+        standardised = self._standardised(raw, batch_size, scaler, series, origin, static)  # [N, H, T] or [N, H, T, Q]
         if standardised.ndim == 4:
             standardised = standardised[..., quantiles.median_index(self.levels)]  # [N, H, T]
         t = self.target_index
         return standardised * scaler.std[..., t] + scaler.mean[..., t]
 
     def forecast_quantiles(
-        self, raw: np.ndarray, batch_size: int = 1024, scaler: Scaler | None = None, series: np.ndarray | None = None
+        self,
+        raw: np.ndarray,
+        batch_size: int = 1024,
+        scaler: Scaler | None = None,
+        series: np.ndarray | None = None,
+        *,
+        origin: np.ndarray | None = None,
+        static: np.ndarray | None = None,
     ) -> np.ndarray:
         """Raw input windows [N, L, C] -> calibrated, non-crossing quantiles [N, H, T, Q] in data units, at `levels`.
 
@@ -109,11 +146,21 @@ class Forecaster:
         if not self.levels:
             raise InputError("this model forecasts points only; train it with model.quantiles=[0.1,0.5,0.9] for quantiles")
         scaler = scaler or self.scaler
-        calibrated = quantiles.apply(self._uncalibrated(raw, batch_size, scaler, series), self.offsets)  # [N, H, T, Q] standardised
+        uncalibrated = self._uncalibrated(raw, batch_size, scaler, series, origin, static)  # [N, H, T, Q] standardised
+        calibrated = quantiles.apply(uncalibrated, self.offsets)  # [N, H, T, Q] standardised
         t = self.target_index
         return calibrated * scaler.std[..., t][..., None] + scaler.mean[..., t][..., None]
 
-    def calibrate(self, raw: np.ndarray, actual: np.ndarray, scaler: Scaler | None = None, series: np.ndarray | None = None) -> np.ndarray:
+    def calibrate(
+        self,
+        raw: np.ndarray,
+        actual: np.ndarray,
+        scaler: Scaler | None = None,
+        series: np.ndarray | None = None,
+        *,
+        origin: np.ndarray | None = None,
+        static: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Calibrate the levels on held-out windows (the validation span): raw [N, L, C], actual [N, H, T] data units.
 
         Sets and returns `offsets` [H, T, Q] (split-conformal per step and target, `forecast.quantiles`).
@@ -122,30 +169,33 @@ class Forecaster:
         scaler = scaler or self.scaler
         t = self.target_index
         truth = (actual - scaler.mean[..., t]) / scaler.std[..., t]  # [N, H, T] standardised
-        self.offsets = quantiles.calibrate(self._uncalibrated(raw, 1024, scaler, series), self.levels, truth)
+        self.offsets = quantiles.calibrate(self._uncalibrated(raw, 1024, scaler, series, origin, static), self.levels, truth)
         return self.offsets
 
-    def _uncalibrated(self, raw: np.ndarray, batch_size: int, scaler: Scaler, series: np.ndarray | None) -> np.ndarray:
+    def _uncalibrated(self, raw, batch_size: int, scaler: Scaler, series, origin=None, static=None) -> np.ndarray:
         """The network's quantiles [N, H, T, Q] on standardised values; a point network's forecast at every level."""
-        standardised = self._standardised(raw, batch_size, scaler, series)
+        standardised = self._standardised(raw, batch_size, scaler, series, origin, static)
         if standardised.ndim == 3:
             return np.repeat(standardised[..., None], len(self.levels), axis=-1)  # [N, H, T, Q]
         return standardised
 
     @torch.no_grad()
-    def _standardised(self, raw: np.ndarray, batch_size: int, scaler: Scaler, series: np.ndarray | None) -> np.ndarray:
+    def _standardised(self, raw: np.ndarray, batch_size: int, scaler: Scaler, series, origin=None, static=None) -> np.ndarray:
         """The one path through the network: raw windows [N, L, C] -> its output on standardised values (float64),
         [N, H, T] for a point network, [N, H, T, Q] for one that emits quantiles."""
+        if origin is None and "origin" in self.uses:
+            raise InputError("this model reads calendar features (model.calendar): give each window's first forecast timestamp (origin)")
+        if static is None and "static" in self.uses:
+            raise InputError(f"this model reads static columns ({', '.join(self.static_columns)}): give each window's codes (static_codes)")
         self.net.eval()
         device, out, per_window = self.device, [], scaler.mean.ndim == 3
         for start in range(0, len(raw), batch_size):
             stop = min(start + batch_size, len(raw))
             part = Scaler(scaler.mean[start:stop], scaler.std[start:stop]) if per_window else scaler
             x = torch.from_numpy(part.transform(raw[start:stop], np.float32)).to(device)  # [b, L, C]
-            if series is not None and getattr(self.net, "series", None) is not None:
-                y = self.net(x, torch.as_tensor(series[start:stop], dtype=torch.long, device=device))
-            else:
-                y = self.net(x)
+            given = {k: v for k, v in {"series": series, "origin": origin, "static": static}.items() if v is not None and k in self.uses}
+            extra = {k: torch.as_tensor(v[start:stop], dtype=torch.long, device=device) for k, v in given.items()}
+            y = self.net(x, **extra)
             out.append(y.float().cpu().numpy())  # [b, H, T] or [b, H, T, Q]
         if out:
             return np.concatenate(out).astype(np.float64)
@@ -215,6 +265,8 @@ class Forecaster:
                 "series_ids": [list(map(str, key)) for key in self.series_ids],
                 "series_mean": None if self.series_mean is None else np.asarray(self.series_mean, np.float64).tolist(),
                 "series_std": None if self.series_std is None else np.asarray(self.series_std, np.float64).tolist(),
+                "static_columns": list(self.static_columns),
+                "static_values": [list(map(str, values)) for values in self.static_values],
             },
             path,
         )
@@ -224,7 +276,8 @@ class Forecaster:
     def load(cls, path: str | Path) -> Forecaster:
         """The bundle written by `save`, on the CPU; read without unpickling code (weights_only).
 
-        A bundle from before quantiles (no `levels`, no `offsets`) loads as a point model.
+        A bundle from before quantiles (no `levels`, no `offsets`) loads as a point model; one from
+        before static and calendar inputs (no `static_columns`) as a model without them.
         """
         b = torch.load(path, map_location="cpu", weights_only=True)
         net = build_network(**b["net_args"])
@@ -237,6 +290,8 @@ class Forecaster:
             "series_ids": [tuple(key) for key in b.get("series_ids") or []],
             "series_mean": None if b.get("series_mean") is None else np.asarray(b["series_mean"]),
             "series_std": None if b.get("series_std") is None else np.asarray(b["series_std"]),
+            "static_columns": list(b.get("static_columns") or []),
+            "static_values": [list(values) for values in b.get("static_values") or []],
         }
         return cls(
             net,

@@ -47,6 +47,10 @@ class ForecastModule(L.LightningModule):
             "linear", "last_value", "seasonal_naive" (`forecast.baselines`).
         n_series: devices of a fleet (from the data); passed to a network with a device embedding
             (model.series_embedding=true), ignored otherwise.
+        step: the data's step in ns (fleets, from the data); passed to a network with calendar
+            features (model.calendar), ignored otherwise.
+        static_sizes: category values of each static column of a fleet (data.static_columns, from
+            the data); passed to the network, which learns a vector per value. None or []: none.
         **net: the network's hyper-parameters (cell, hidden_size, ...), see its class.
     """
 
@@ -64,6 +68,8 @@ class ForecastModule(L.LightningModule):
         quantiles: list[float] | None = None,
         calibration_window: float = 1.0,
         n_series: int = 0,
+        step: int = 0,
+        static_sizes: list[int] | None = None,
         **net,
     ):
         super().__init__()
@@ -82,6 +88,8 @@ class ForecastModule(L.LightningModule):
         if self.levels and network in QUANTILE_NETWORKS:  # the network emits the levels
             net = {**net, "quantiles": self.levels}
         net |= {"n_series": n_series} if net.get("series_embedding") else {}
+        net |= {"step": step} if net.get("calendar") else {}
+        net |= {"static_sizes": list(static_sizes)} if static_sizes else {}
         self.net_kwargs = {"network": network, **net}
         shapes = {"n_inputs": n_inputs, "target_index": list(target_index), "lookback": lookback, "horizon": horizon}
         self.net_args = {**self.net_kwargs, **shapes}  # what rebuilds the network (forecast.networks.build_network)
@@ -91,21 +99,23 @@ class ForecastModule(L.LightningModule):
         self.loss = PinballLoss(self.levels) if quantile else LOSSES[loss]()
         self.cell_loss = PinballLoss(self.levels, reduction="none") if quantile else LOSSES[loss](reduction="none")
 
-    def forward(self, x: torch.Tensor, series: torch.Tensor | None = None) -> torch.Tensor:
-        if series is not None and getattr(self.net, "series", None) is not None:
-            return self.net(x, series)  # [B, L, C], [B] device numbers -> [B, H, T] ([B, H, T, Q])
-        return self.net(x)  # [B, L, C] -> [B, H, T] ([B, H, T, Q] with quantiles)
+    def forward(self, x: torch.Tensor, series: torch.Tensor | None = None, **extra) -> torch.Tensor:
+        """x [B, L, C] -> [B, H, T] ([B, H, T, Q] with quantiles); series [B] device numbers and `extra` (origin [B],
+        static [B, S]: calendar and static inputs) reach a network that reads them (its `uses`), nothing else."""
+        given = {"series": series, **extra}
+        known = {k: v for k, v in given.items() if v is not None and k in getattr(self.net, "uses", ())}
+        return self.net(x, **known)
 
     def training_step(self, batch, batch_idx):
-        x, y, *series = batch  # [B, L, C], [B, H, T] (a fleet's: NaN where masked), [B] device numbers (fleets)
-        pred = self(x, *series)
+        x, y, *series = batch  # [B, L, C], [B, H, T] (a fleet's: NaN where masked), [B] device numbers (fleets), {origin, static}
+        pred = self(x, *series[:1], **(series[1] if len(series) > 1 else {}))
         loss = self.loss(pred, y) if not series else _masked(self.cell_loss, pred, y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, y, *series = batch
-        pred = self(x, *series)  # [B, H, T], or [B, H, T, Q] with quantiles: the median is the point forecast
+        pred = self(x, *series[:1], **(series[1] if len(series) > 1 else {}))  # [B, H, T] ([B, H, T, Q]: the median is the point)
         pred = pred[..., median_index(self.levels)] if pred.dim() == 4 else pred  # [B, H, T]
         mse = nn.functional.mse_loss(pred, y) if not series else _masked(nn.MSELoss(reduction="none"), pred, y)
         self.log("val/loss", mse, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))

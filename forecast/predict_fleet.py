@@ -53,7 +53,7 @@ def read_fleet(data: DictConfig, f: Forecaster) -> Fleet:
             f"data.series_column={settings['series_column']!r} names {len(ids)} id column(s) but the model's devices are identified by "
             f"{', '.join(f.series_columns)}.\nSet data.series_column=[{','.join(f.series_columns)}]."
         )
-    fleet = load_fleet(CsvSpec(**read), ids, f.lookback)
+    fleet = load_fleet(CsvSpec(**read), ids, f.lookback, static_columns=f.static_columns)
     if to_offset(fleet.freq) != to_offset(f.freq):
         raise InputError(
             f"'{data.path}' has a reading every {fleet.freq} but the model was trained on one every {f.freq}.\n"
@@ -103,6 +103,8 @@ def forecast_fleet(model, f: Forecaster, fleet: Fleet, allow_stale: bool, source
     request[pyfunc.TIME] = _text(stamps.ravel(), fleet.tz)  # as the served model receives them
     for c, name in enumerate(fleet.columns):
         request[name] = values[keep][:, :, c].ravel()
+    for name in f.static_columns:  # a model with static columns reads each device's value from the request
+        request[name] = fleet.static[name].to_numpy()[d]
     out = model.predict(request)
     out.insert(len(f.series_columns), "last_reading", np.repeat(_stamps(ends[keep], fleet.tz), f.horizon))
     seen = int((f.series_index(list(fleet.ids.iloc[keep].itertuples(index=False, name=None))) >= 0).sum())

@@ -214,7 +214,10 @@ def predict_fleet(f: Forecaster, model_input) -> pd.DataFrame:
     columns and, optionally, `timestamp`; a device's rows oldest first (devices may interleave); at
     least `lookback` rows per device, whose last `lookback` must be complete and one model step
     apart. A device seen in training is scaled with its training-span scaler; one the model never saw
-    (cold start) is scaled on these readings themselves. Output: H rows per device, in the order the
+    (cold start) is scaled on these readings themselves. A model with static columns
+    (`f.static_columns`) reads each device's value from its latest row (a value not seen in training
+    gets the mean vector); one with calendar features (model.calendar) needs `timestamp`, whose
+    wall-clock time gives them. Output: H rows per device, in the order the
     devices first appear: the id column(s), `timestamp` (or `step`), one column per target.
     Any bad row raises BadInput naming the device, the column and the row (rows counted from 1).
     """
@@ -249,8 +252,7 @@ def predict_fleet(f: Forecaster, model_input) -> pd.DataFrame:
     index = f.series_index(list(first))  # [D] device number in training, -1: never seen
     scaler = f.series_scaler(index, list(raw))  # [D, 1, C]
     check_scale(raw, scaler, f, at, first)
-    embedded = getattr(f.net, "series", None) is not None
-    pred = f.forecast(raw, scaler=scaler, series=index if embedded else None)  # [D, H, T]
+    pred = f.forecast(raw, scaler=scaler, series=index, **fleet_features(frame, f, at, first, stamps))  # [D, H, T]
     bad = np.flatnonzero(~np.isfinite(pred).all(axis=(1, 2)))
     if len(bad):
         raise BadInput(
@@ -267,6 +269,28 @@ def predict_fleet(f: Forecaster, model_input) -> pd.DataFrame:
     for k, name in enumerate(f.targets):
         out[name] = pred[:, :, k].ravel()
     return out
+
+
+def fleet_features(frame: pd.DataFrame, f: Forecaster, at: np.ndarray, first: pd.MultiIndex, stamps: np.ndarray | None) -> dict:
+    """`Forecaster.forecast`'s calendar and static inputs for each device, for a model that reads them (else {}), or BadInput."""
+    inputs = {}
+    if "origin" in f.uses:
+        if stamps is None:
+            raise BadInput(f"this model uses calendar features: send each reading's {TIME} (ISO times such as 2025-03-09 11:30:00)")
+        step = pd.Timedelta(to_offset(f.freq)).to_timedelta64()
+        inputs["origin"] = (stamps[:, -1] + step).astype("datetime64[ns]").astype(np.int64)  # [D] wall-clock ns of the first forecast step
+    if "static" in f.uses:
+        missing = [c for c in f.static_columns if c not in frame.columns]
+        if missing:
+            raise BadInput(f"model input lacks the static column(s) {', '.join(missing)} the model reads; send each device's value")
+        latest = frame[f.static_columns].iloc[at[:, -1]]  # [D, S] each device's value on its latest row
+        empty = latest.isna() | (latest.astype("string").apply(lambda c: c.str.strip()) == "")
+        if empty.any(axis=None):
+            d = int(np.flatnonzero(empty.any(axis=1).to_numpy())[0])
+            name = next(c for c in f.static_columns if empty[c].iloc[d])
+            raise BadInput(f"model input row {at[d, -1] + 1} has no {name} for device {shown_id(first[d])}; send it on its latest row")
+        inputs["static"] = f.static_codes(latest.astype(str).to_numpy())  # [D, S], -1: a value never seen in training
+    return inputs
 
 
 def shown_id(key) -> str:

@@ -25,6 +25,8 @@ from forecast.quantiles import median_index, monotone
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 DECODERS = ("direct", "parallel")
+_HOUR, _DAY = 3_600_000_000_000, 86_400_000_000_000  # ns
+CALENDAR = {"hour": (_HOUR, 24, 0), "weekday": (_DAY, 7, 3)}  # (unit ns, values, shift): 1970-01-01 was a Thursday (Monday = 0)
 
 
 class RecurrentNet(nn.Module):
@@ -61,6 +63,18 @@ class RecurrentNet(nn.Module):
             as one it did (cold start). With it, a device not seen in training (series number -1)
             gets the mean of the learned vectors.
         n_series: devices of the fleet (from the data), the rows of the embedding.
+        calendar: known-future calendar features of the forecast's own timestamps, a list of
+            "hour" (hour of day) and "weekday" (day of week), or None / [] for none. Each is a
+            learned embedding of the calendar value at the start of every output segment (wall-clock
+            time of the data's timestamps), added to that segment's query in the parallel decoder, or
+            to the final state (the first forecast step's) in the direct one. The network then reads
+            each window's `origin` (timestamp of its first forecast step, ns; `Forecaster.forecast`
+            requires it, a bare call without it adds no calendar term).
+        step: the data's step in ns (from the data); needed with calendar features only.
+        static_sizes: the number of category values of each static column of a fleet's devices
+            (data.static_columns, from the data), or None / [] for none. Each column gets a learned
+            vector per value, added to every input segment's embedding like the device embedding; a
+            value not seen in training (code -1), or no codes given, gets the mean of that column's vectors.
     """
 
     def __init__(
@@ -81,6 +95,9 @@ class RecurrentNet(nn.Module):
         quantiles: list[float] | None = None,
         series_embedding: bool = False,
         n_series: int = 0,
+        calendar: list[str] | None = None,
+        step: int = 0,
+        static_sizes: list[int] | None = None,
     ):
         super().__init__()
         _check_choice("model.cell", cell, CELLS)
@@ -123,9 +140,31 @@ class RecurrentNet(nn.Module):
         self.series = nn.Embedding(max(int(n_series), 1), hidden_size) if series_embedding else None
         if self.series is not None:
             nn.init.normal_(self.series.weight, std=0.02)
+        self.calendar = list(CALENDAR) if calendar is True else list(calendar or [])  # built last, only when asked for
+        for name in self.calendar:
+            _check_choice("model.calendar", name, CALENDAR)
+        if self.calendar and int(step) <= 0:
+            raise InputError(
+                f"model.calendar={self.calendar} needs the data's step: calendar features are available with data=fleet only.\n"
+                "Train with data=fleet, or set model.calendar=false."
+            )
+        self.step = int(step)
+        self.calendar_embed = nn.ModuleDict({name: _embedding(CALENDAR[name][1], hidden_size) for name in self.calendar}) or None
+        self.static_embed = nn.ModuleList([_embedding(int(n), hidden_size) for n in static_sizes or []]) or None
 
-    def forward(self, x: torch.Tensor, series: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def uses(self) -> tuple[str, ...]:
+        """The optional inputs of `forward` this network reads: series (device numbers), origin (calendar), static."""
+        on = {"series": self.series, "origin": self.calendar_embed, "static": self.static_embed}
+        return tuple(name for name, module in on.items() if module is not None)
+
+    def forward(
+        self, x: torch.Tensor, series: torch.Tensor | None = None, origin: torch.Tensor | None = None, static: torch.Tensor | None = None
+    ) -> torch.Tensor:
         B, L, C = x.shape  # x: [B, L, C]; series: [B] device numbers (-1: unseen), used by the embedding only
+        # origin: [B] int64 ns, wall-clock time of each window's first forecast step (calendar only); static: [B, S] codes (-1: unseen)
+        # without origin a calendar network adds no calendar term (a bare timing of the network; Forecaster.forecast requires it)
+        calendar = self._calendar_vectors(origin, B) if self.calendar_embed is not None and origin is not None else None  # [B, M, d]
         x, stats = self.window_norm(x)  # [B, L, C]
         if self.channel_independent:
             x = x.transpose(1, 2).reshape(B * C, L, 1)  # [B*C, L, 1]: one series per channel
@@ -133,13 +172,16 @@ class RecurrentNet(nn.Module):
         z = self.embed_input(x)  # [N, S, d]
         if self.series is not None:
             z = z + self._device_vectors(series, B).repeat_interleave(len(z) // B, dim=0).unsqueeze(1)  # [N, S, d]
+        if self.static_embed is not None:
+            z = z + self._static_vectors(static, B).repeat_interleave(len(z) // B, dim=0).unsqueeze(1)  # [N, S, d]
         _, state = self.rnn(z)  # [layers, N, d] (LSTM: (h, c))
         if self.decoder == "direct":
             h = state[0] if self.cell == "lstm" else state
-            y = self.head(self.dropout(h[-1]))  # [N, H*c_out]
+            h = h[-1] if calendar is None else h[-1] + calendar[:, 0].repeat_interleave(len(z) // B, dim=0)  # [N, d]
+            y = self.head(self.dropout(h))  # [N, H*c_out]
             y = y.reshape(y.shape[0], self.horizon, -1)  # [N, H, c_out] (c_out * Q with quantiles)
         else:
-            y = self._decode_parallel(state, B)  # [N, M*w, c_out]
+            y = self._decode_parallel(state, B, calendar)  # [N, M*w, c_out]
             y = y[:, : self.horizon]  # [N, H, c_out]
         if self.levels:
             y = monotone(y.reshape(*y.shape[:2], -1, len(self.levels)), median_index(self.levels))  # [N, H, c_out, Q]
@@ -157,6 +199,28 @@ class RecurrentNet(nn.Module):
         vectors = self.series(series.clamp(0, self.series.num_embeddings - 1))  # [B, d]
         return torch.where(known.unsqueeze(1), vectors, mean)
 
+    def _static_vectors(self, static: torch.Tensor | None, B: int) -> torch.Tensor:
+        """[B, d] the sum over static columns of each window's value vector; a column's mean vector for an unseen value (-1)
+        or none given."""
+        total = 0
+        for s, embedding in enumerate(self.static_embed):
+            codes = static[:, s] if static is not None else torch.full((B,), -1, dtype=torch.long, device=embedding.weight.device)  # [B]
+            known = (codes >= 0) & (codes < embedding.num_embeddings)
+            vectors = embedding(codes.clamp(0, embedding.num_embeddings - 1))  # [B, d]
+            total = total + torch.where(known.unsqueeze(1), vectors, embedding.weight.mean(dim=0))
+        return total
+
+    def _calendar_vectors(self, origin: torch.Tensor, B: int) -> torch.Tensor:
+        """[B, M, d] the calendar embedding of the first step of every output segment of each window."""
+        segment = torch.arange(self.n_out_segments, device=origin.device) * (self.segment_len * self.step)  # [M] ns
+        stamps = origin.to(torch.long).view(B, 1) + segment  # [B, M] ns, wall-clock time
+        total = 0
+        for name, embedding in self.calendar_embed.items():
+            unit, size, shift = CALENDAR[name]
+            codes = torch.remainder(torch.div(stamps, unit, rounding_mode="floor") + shift, size)  # [B, M]
+            total = total + embedding(codes)  # [B, M, d]
+        return total
+
     def _segments(self, x: torch.Tensor) -> torch.Tensor:
         N, L, c = x.shape  # x: [N, L, c]
         pad = self.n_in_segments * self.segment_len - L
@@ -164,7 +228,7 @@ class RecurrentNet(nn.Module):
             x = torch.cat([x[:, :1].expand(N, pad, c), x], dim=1)  # [N, S*w, c]
         return x.reshape(N, self.n_in_segments, self.segment_len * c)  # [N, S, w*c]
 
-    def _decode_parallel(self, state, B: int) -> torch.Tensor:
+    def _decode_parallel(self, state, B: int, calendar: torch.Tensor | None = None) -> torch.Tensor:
         """One recurrent step per output segment, all segments at once, nothing fed back.
 
         Every segment starts from the same encoder state and its query is position (+ channel)
@@ -183,6 +247,8 @@ class RecurrentNet(nn.Module):
                 gi = (self.position @ w_ih[:, :p].T + b_ih).view(1, 1, M, -1)  # [1, 1, M, G]
                 if self.channel is not None:
                     gi = gi + (self.channel @ w_ih[:, p:].T).view(1, K, 1, -1)  # [1, K, M, G]
+                if calendar is not None:  # each segment's calendar vector added to its query
+                    gi = gi + (calendar @ w_ih.T).view(B, 1, M, -1)  # [B, K, M, G]
             else:
                 x = nn.functional.dropout(x, rnn.dropout, self.training)
                 gi = x @ w_ih.T + b_ih  # [B, K, M, G]
@@ -198,6 +264,12 @@ class RecurrentNet(nn.Module):
                 x = torch.sigmoid(o) * torch.tanh(c_l)  # [B, K, M, d]
         y = self.head(self.dropout(x))  # [B, K, M, w*c_out]
         return y.reshape(B * K, M * self.segment_len, -1)  # [N, M*w, c_out]
+
+
+def _embedding(rows: int, width: int) -> nn.Embedding:
+    embedding = nn.Embedding(max(rows, 1), width)
+    nn.init.normal_(embedding.weight, std=0.02)
+    return embedding
 
 
 def _check_choice(name: str, value: str, valid) -> None:

@@ -136,7 +136,8 @@ def check_settings(cfg: DictConfig) -> None:
             f"model.segment_len={segment} is longer than data.lookback={lookback}: a window would be one padded segment.\n"
             f"Set model.segment_len to at most {lookback} (a divisor of it, e.g. {divisor})."
         )
-    config.build(cfg.model, lookback=lookback, horizon=horizon, n_inputs=1, target_index=[0])
+    stand_in = {"step": 1} if "series_column" in cfg.data else {}  # a fleet's step (calendar features): known once read
+    config.build(cfg.model, lookback=lookback, horizon=horizon, n_inputs=1, target_index=[0], **stand_in)
 
 
 def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float]:
@@ -148,6 +149,7 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
     if fleet is not None:
         forecaster.series_columns, forecaster.series_mean, forecaster.series_std = data.series_columns, data.mean, data.std
         forecaster.series_ids = list(fleet.ids.itertuples(index=False, name=None))
+        forecaster.static_columns, forecaster.static_values = list(data.static_columns), list(data.static_values)
     elif forecaster.levels:  # split-conformal offsets per step and target from the validation windows (forecast/quantiles.py)
         forecaster.calibrate(*forecaster.windows(data.frame, recent(data.datasets["val"].origins, module.hparams.calibration_window)))
     started = time.perf_counter()
