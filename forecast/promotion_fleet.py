@@ -53,6 +53,9 @@ def fits(data, contender: Contender) -> str | None:
         )
     if m.lookback > data.lookback:
         return f"its lookback {m.lookback} is longer than data.lookback={data.lookback}; retrain with data.lookback={m.lookback}"
+    unread = [c for c in m.static_columns if data.fleet.static is None or c not in data.fleet.static.columns]
+    if "static" in m.uses and unread:
+        return f"it reads the static column(s) {', '.join(unread)}; add them to data.static_columns"
     return None
 
 
@@ -75,13 +78,14 @@ class FleetHoldout:
         print(f"holdout: {len(self.origins):,} windows of {len(self.devices):,} devices (the test span of every device)")
 
     def _scores(self, role: str, forecast) -> dict[str, float]:
-        """Fleet-wide scores of `forecast(raw, series) -> [n, H, T]` over every valid cell; its per-device metric into by_series."""
+        """Fleet-wide scores of `forecast(raw, series, indices) -> [n, H, T]` over every valid cell (indices: the windows' positions in
+        the test split); its per-device metric into by_series."""
         devices, t = len(self.data.fleet), self.data.target_index
         sums, cells = {k: np.zeros(devices) for k in SCORES}, np.zeros(devices)
         for start in range(0, len(self.origins), CHUNK):
             indices = np.arange(start, min(start + CHUNK, len(self.origins)))
             raw, actual, scaler, s = fleet_evaluate.device_windows(self.columns, self.data, indices)  # data units; scaler: this data's
-            pred = forecast(raw, s)  # [n, H, T]
+            pred = forecast(raw, s, indices)  # [n, H, T]
             valid = ~np.isnan(actual)
             scores = fleet_evaluate._cell_sums(np.where(valid, pred, 0.0), np.where(valid, actual, 0.0), scaler.std[..., t], (1, 2))
             for k in SCORES:
@@ -98,7 +102,7 @@ class FleetHoldout:
     def baseline(self) -> dict[str, float]:
         """Repeating each target's last value on the same windows."""
         t, h = self.data.target_index, self.data.horizon
-        scores = self._scores("baseline", lambda raw, s: np.broadcast_to(raw[:, -1:, t], (len(raw), h, len(t))))
+        scores = self._scores("baseline", lambda raw, s, indices: np.broadcast_to(raw[:, -1:, t], (len(raw), h, len(t))))
         show("baseline", "repeat the last value", scores)
         return scores
 
@@ -113,10 +117,11 @@ class FleetHoldout:
         columns = [self.data.inputs.index(c) for c in m.inputs]
         embedded = getattr(m.net, "series", None) is not None
 
-        def forecast(raw: np.ndarray, s: np.ndarray) -> np.ndarray:
+        def forecast(raw: np.ndarray, s: np.ndarray, indices: np.ndarray) -> np.ndarray:
             x = raw[:, -m.lookback :, columns]  # [n, L_m, C_m] its own lookback and columns
             index = known[s]  # [n]
-            return m.forecast(x, scaler=own_scaler(m, index, x), series=index if embedded else None)
+            inputs = fleet_evaluate.network_inputs(m, self.data, indices, s) | {"series": index if embedded else None}  # + calendar, static
+            return m.forecast(x, scaler=own_scaler(m, index, x), **inputs)
 
         scores = self._scores(role, forecast)
         unseen = int((known[self.devices] < 0).sum())

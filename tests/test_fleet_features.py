@@ -264,3 +264,25 @@ def test_training_and_predict_with_static_columns_and_calendar(tmp_path):
         os.environ.pop("MLFLOW_TRACKING_URI") if uri is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", uri)
     assert list(out["device"].unique()) == ["m0", "m9"] and len(out) == 2 * H and np.isfinite(out["power"]).all()
     assert "1 seen in training, 1 new" in summary
+
+
+def test_the_retrain_holdout_scores_a_model_that_reads_static_columns_and_the_calendar(tmp_path):
+    from types import SimpleNamespace
+
+    from forecast.promotion_fleet import FleetHoldout
+
+    write(sited(make_fleet(devices=4, hours=300)), tmp_path / "f.csv")
+    data = FleetDataModule(str(tmp_path / "f.csv"), "device", lookback=24, horizon=12, static_columns=["site"])
+    torch.manual_seed(0)
+    args = dict(network="recurrent", n_inputs=len(data.inputs), target_index=data.target_index, lookback=24, horizon=12)
+    args |= dict(hidden_size=8, segment_len=6, calendar=["hour"], step=3_600_000_000_000, static_sizes=[len(data.fleet.static_values[0])])
+    f = Forecaster(build_network(**args).eval(), data.scaler, data.inputs, data.targets, "1h", args)
+    f.series_columns, f.series_ids = ["device"], list(data.fleet.ids.itertuples(index=False, name=None))
+    f.series_mean, f.series_std = data.mean, data.std
+    f.static_columns, f.static_values = ["site"], data.fleet.static_values
+    holdout = FleetHoldout(data, "mse_scaled")
+    scores = holdout.score("champion", SimpleNamespace(model=f, label="forecast/1", architecture="gru", unloadable=None))
+    assert isinstance(scores, dict) and all(np.isfinite(list(scores.values())))  # scored with its inputs, not refused
+    plain = FleetHoldout(FleetDataModule(str(tmp_path / "f.csv"), "device", lookback=24, horizon=12), "mse_scaled")
+    why = plain.score("champion", SimpleNamespace(model=f, label="forecast/1", architecture="gru", unloadable=None))
+    assert why == "it reads the static column(s) site; add them to data.static_columns"
