@@ -114,6 +114,21 @@ def reported():
                 signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def held():
+    """Around a write to the tracking store: SIGINT/SIGTERM wait until it is done.
+
+    The signal handler raises wherever the main thread is; raised inside an SQLite transaction it
+    leaves the database locked, and the run could then not be marked KILLED. A held signal is
+    delivered (and raises) when the block ends.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+
+
 def end_runs_killed() -> list[str]:
     """End every active MLflow run of this process KILLED (innermost first); their ids."""
     mlflow = sys.modules.get("mlflow")  # a command that never imported MLflow has no run

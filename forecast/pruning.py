@@ -19,7 +19,7 @@ from lightning.pytorch import Callback
 from omegaconf import DictConfig
 
 from forecast import tracking
-from forecast.errors import InputError, JobFailed
+from forecast.errors import InputError, JobFailed, held
 
 
 @contextlib.contextmanager
@@ -89,8 +89,9 @@ class TrialPruning(Callback):
         if trainer.is_global_zero:
             loss = trainer.callback_metrics.get("val/loss")
             if loss is not None and math.isfinite(float(loss)):
-                self.trial.report(float(loss), step=trainer.current_epoch)
-                prune = self.trial.should_prune()
+                with held():  # the study is an SQLite file too
+                    self.trial.report(float(loss), step=trainer.current_epoch)
+                    prune = self.trial.should_prune()
         if trainer.strategy.broadcast(prune, src=0):
             trainer.should_stop = True
             self.pruned_at = trainer.current_epoch + 1

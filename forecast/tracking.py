@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from forecast.errors import InputError, Interrupted, JobFailed
+from forecast.errors import InputError, Interrupted, JobFailed, held
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 # MLflow 3's UI opens an experiment in its GenAI view (traces, token usage) unless this tag marks it as
@@ -181,7 +181,8 @@ class EpochLog(Callback):
             shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             print(f"epoch {trainer.current_epoch + 1:>3}: {shown}  ({elapsed:.1f} s)", flush=True)
             if mlflow.active_run() is not None:
-                mlflow.log_metrics(metrics, step=trainer.current_epoch)
+                with held():
+                    mlflow.log_metrics(metrics, step=trainer.current_epoch)
 
     def timing(self, train_windows: int) -> dict[str, float]:
         return {
