@@ -147,7 +147,7 @@ class Forecaster:
             raise InputError("this model forecasts points only; train it with model.quantiles=[0.1,0.5,0.9] for quantiles")
         scaler = scaler or self.scaler
         uncalibrated = self._uncalibrated(raw, batch_size, scaler, series, origin, static)  # [N, H, T, Q] standardised
-        calibrated = quantiles.apply(uncalibrated, self.offsets)  # [N, H, T, Q] standardised
+        calibrated = quantiles.apply(uncalibrated, self.offsets, self.levels)  # [N, H, T, Q] standardised
         t = self.target_index
         return calibrated * scaler.std[..., t][..., None] + scaler.mean[..., t][..., None]
 

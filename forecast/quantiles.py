@@ -153,11 +153,16 @@ def calibrate(quantiles: np.ndarray, levels: list[float], actual: np.ndarray) ->
     return offsets
 
 
-def apply(quantiles: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
-    """Calibrated quantiles [N, H, T, Q]: shifted by the offsets [H, T, Q], then sorted along the levels.
+def apply(quantiles: np.ndarray, offsets: np.ndarray | None, levels: list[float]) -> np.ndarray:
+    """Calibrated quantiles [N, H, T, Q]: shifted by the offsets [H, T, Q], then kept from crossing.
 
-    Sorting (monotone rearrangement) only acts where two shifted levels would cross; it never
-    increases the pinball loss (Chernozhukov, Fernandez-Val and Galichon, 2010).
+    The median is never shifted (it is the point forecast). Where a shifted level would cross its
+    neighbour towards the median, it is moved onto it: each level below the median is at most the
+    next one up, each level above at least the next one down. This only acts where levels would cross.
     """
     shifted = quantiles if offsets is None else quantiles + offsets
-    return np.sort(shifted, axis=-1)
+    m = levels.index(MEDIAN)
+    out = shifted.copy()
+    out[..., : m + 1] = np.minimum.accumulate(shifted[..., m::-1], axis=-1)[..., ::-1]  # downwards from the median
+    out[..., m:] = np.maximum.accumulate(shifted[..., m:], axis=-1)  # upwards from the median
+    return out

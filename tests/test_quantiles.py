@@ -99,11 +99,11 @@ def test_calibration_on_a_synthetic_series_with_known_quantiles_reaches_nominal_
     assert (before["coverage_80"] < 0.7).all()
     offsets = quantiles.calibrate(raw, LEVELS, val)
     assert offsets.shape == (h, 1, 5) and (offsets[..., 2] == 0).all()  # the median is not moved
-    after = scoring.score_quantiles(quantiles.apply(raw, offsets), LEVELS, test, np.ones(1), axis=(0, 2))
+    after = scoring.score_quantiles(quantiles.apply(raw, offsets, LEVELS), LEVELS, test, np.ones(1), axis=(0, 2))
     assert np.abs(after["coverage_80"] - 0.8).max() < 0.02 and np.abs(after["coverage_90"] - 0.9).max() < 0.02
     known = np.broadcast_to(scale[..., None] * z, (n, h, 1, 5))  # the true quantiles: the best possible CRPS
     best = scoring.score_quantiles(known, LEVELS, test, np.ones(1))["crps"]
-    calibrated = scoring.score_quantiles(quantiles.apply(raw, offsets), LEVELS, test, np.ones(1))["crps"]
+    calibrated = scoring.score_quantiles(quantiles.apply(raw, offsets, LEVELS), LEVELS, test, np.ones(1))["crps"]
     assert best <= calibrated < before["crps"].mean()
 
 
@@ -301,3 +301,12 @@ def test_warm_start_takes_a_quantile_models_weights(trained, capsys):
     assert "starting from its weights" in said and "its network differs from this one; training from scratch" in said
     _, forecaster = pyfunc.load(f"runs:/{run.info.run_id}/model")
     assert all(torch.equal(a, b) for a, b in zip(module.net.state_dict().values(), forecaster.net.state_dict().values()))
+
+
+def test_calibration_never_moves_the_median_and_keeps_the_levels_ordered():
+    raw = np.array([0.0, 0.5, 1.0, 1.5, 2.0]).reshape(1, 1, 1, 5)  # [N, H, T, Q] at LEVELS
+    offsets = np.array([0.0, 2.0, 0.0, -3.0, 0.0]).reshape(1, 1, 5)  # the 0.1 and 0.9 levels shifted across the median
+    out = quantiles.apply(raw, offsets, LEVELS)[0, 0, 0]
+    assert out[2] == 1.0  # the median, the point forecast
+    assert list(out) == [0.0, 1.0, 1.0, 1.0, 2.0]
+    assert (np.diff(quantiles.apply(raw, -offsets, LEVELS), axis=-1) >= 0).all()
