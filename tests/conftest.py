@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
 from mlflow import MlflowClient
 
 from forecast import config
@@ -23,6 +26,16 @@ def run_cli(module: str, *args: str, cwd: Path, env: dict | None = None, timeout
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
     full_env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"} | (env or {})
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def build_data(overrides: list[str]):
+    """The data module the command would build from these overrides, its InputError unwrapped."""
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    try:
+        return hydra.utils.instantiate(cfg.data)
+    except InstantiationException as error:
+        raise error.__cause__ from None
 
 
 def ett_file(name: str) -> Path:

@@ -24,11 +24,13 @@ import mlflow
 import pandas as pd
 import pytest
 import torch
-from conftest import RETRAIN, run_cli, sample_drop
+from conftest import REPO, RETRAIN, run_cli, sample_drop
+from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
 import forecast
-from forecast import pyfunc
+from forecast import pyfunc, training
+from forecast.errors import InputError
 
 pytestmark = pytest.mark.e2e  # runs the commands as subprocesses, as a user does
 
@@ -344,17 +346,33 @@ def test_allow_stale_forecasts_from_the_earlier_origin_and_says_so(predicted):
 # --- 5. settings are checked before any data is read or run created
 
 
+# training settings that training.check_settings refuses: checked in-process (the command runs it before
+# anything else; "segment longer than the lookback" below shows the command's exit for the same check)
+SETTINGS_REFUSED = {
+    "no epoch": ([*TINY[:-1], "trainer.max_epochs=0"], "trainer.max_epochs=0"),
+    "negative patience": ([*TINY, "patience=-1"], "patience=-1"),
+    "zero learning rate": ([*TINY, "model.lr=0"], "model.lr must be a positive finite number, got 0"),
+    "negative weight decay": ([*TINY, "model.weight_decay=-1"], "model.weight_decay must be zero or a positive"),
+    "negative clipping": ([*TINY, "trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1"),
+}
+
+
+@pytest.mark.parametrize("case", SETTINGS_REFUSED)
+def test_a_bad_training_setting_is_refused_by_the_first_check(case):
+    args, needle = SETTINGS_REFUSED[case]
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=args)
+    with pytest.raises(InputError) as raised:
+        training.check_settings(cfg)
+    assert needle in str(raised.value)
+
+
 REFUSED = {  # command, arguments -> what the message names
     "segment longer than the lookback": (
         "forecast.train",
         [*TINY, "model.segment_len=96"],
         ["model.segment_len=96 is longer than data.lookback=48", "Set model.segment_len to at most 48"],
     ),
-    "no epoch": ("forecast.train", [*TINY[:-1], "trainer.max_epochs=0"], ["trainer.max_epochs=0"]),
-    "negative patience": ("forecast.train", [*TINY, "patience=-1"], ["patience=-1"]),
-    "zero learning rate": ("forecast.train", [*TINY, "model.lr=0"], ["model.lr must be a positive finite number, got 0"]),
-    "negative weight decay": ("forecast.train", [*TINY, "model.weight_decay=-1"], ["model.weight_decay must be zero or a positive"]),
-    "negative clipping": ("forecast.train", [*TINY, "trainer.gradient_clip_val=-1"], ["trainer.gradient_clip_val=-1"]),
     "unknown precision": ("forecast.train", [*TINY, "trainer.precision=17"], ["bad setting in lightning.Trainer", "17"]),
     "retrain margin": ("forecast.retrain", [*RETRAIN, "margin=1.5"], ["margin=1.5 must be in [0, 1)"]),
     "retrain metric": ("forecast.retrain", [*RETRAIN, "metric=r2"], ["metric=r2 one of mse_scaled"]),
