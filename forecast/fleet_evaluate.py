@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from forecast import fleet_share, scoring  # noqa: E402
+from forecast.errors import JobFailed  # noqa: E402
 from forecast.evaluate import TestForecasts  # noqa: E402
 from forecast.fleet import FleetReport  # noqa: E402
 from forecast.fleet_windows import wall_clock  # noqa: E402
@@ -145,9 +146,19 @@ def forecast_split(forecaster: Forecaster, data, split: str = "test") -> TestFor
 
 def fleet_test(forecaster: Forecaster, data) -> FleetTest | None:
     """Every device's test windows scored, each process its own devices; the combination on rank zero, None on the other ranks."""
-    by_window = fleet_share.total(len(data.datasets["test"])) <= _MAX_WINDOW_ROWS  # every process must agree: one more gather or not
-    parts = fleet_share.gather(score_part(forecaster, data, by_window))
-    return None if parts is None else combine(parts)
+    by_window = fleet_share.total(len(data.datasets["test"])) <= _MAX_WINDOW_ROWS  # the same on every process
+    try:
+        part = score_part(forecaster, data, by_window)
+    except Exception as error:  # still gathered, so that rank zero fails at once instead of waiting for this part
+        fleet_share.gather(f"{type(error).__name__}: {error}")
+        raise
+    parts = fleet_share.gather(part)
+    if parts is None:
+        return None
+    failed = [f"rank {rank}: {p}" for rank, p in enumerate(parts) if isinstance(p, str)]
+    if failed:
+        raise JobFailed("testing the fleet failed on another process; nothing was logged as a model\n" + "\n".join(failed))
+    return combine(parts)
 
 
 def score_part(forecaster: Forecaster, data, by_window: bool = True, chunk: int = 65_536) -> FleetPart:

@@ -14,8 +14,9 @@ import pytest
 import torch
 from test_fleet import make_fleet, write
 
+from forecast.errors import JobFailed
 from forecast.fleet_datamodule import FleetDataModule
-from forecast.fleet_evaluate import _MAX_WINDOW_ROWS, combine, fleet_test, score_part
+from forecast.fleet_evaluate import _MAX_WINDOW_ROWS, FleetPart, combine, fleet_test, score_part
 from forecast.forecaster import Forecaster
 from forecast.recurrent import RecurrentNet
 
@@ -119,3 +120,18 @@ def test_a_test_span_of_too_many_windows_gathers_no_window_table(tested, monkeyp
     forecaster.static_values = list(data.static_values)
     test = fleet_test(forecaster, data)
     assert test.by_window is None and len(test.by_series) == 5 and np.isfinite(list(test.metrics.values())).all()
+
+
+def test_a_process_that_fails_its_part_fails_rank_zero_instead_of_leaving_it_waiting(tested, monkeypatch):
+    _, _, data = tested
+    net = RecurrentNet(2, [0, 1], L, H, hidden_size=8, segment_len=6, calendar=["hour"], step=int(data.fleet.step), static_sizes=[3])
+    forecaster = Forecaster(net.eval(), data.scaler, data.inputs, data.targets, "1h", {}, static_columns=["site"])
+    forecaster.static_values = list(data.static_values)
+    sent = []
+    monkeypatch.setattr("forecast.fleet_share.gather", lambda part: sent.append(part) or [part, "MemoryError: rank 1's windows"])
+    with pytest.raises(JobFailed, match="rank 1: MemoryError: rank 1's windows"):
+        fleet_test(forecaster, data)  # rank zero: its own part and rank 1's failure
+    monkeypatch.setattr("forecast.fleet_evaluate.score_part", lambda *args: np.zeros(2)[5])  # this process fails its own part
+    with pytest.raises(IndexError):
+        fleet_test(forecaster, data)
+    assert isinstance(sent[0], FleetPart) and sent[1].startswith("IndexError: index 5")  # the failure was still sent
