@@ -57,6 +57,9 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # ---- reading the comparison back from MLflow ------------------------------------------------------
 
 
+SHARED = ("trainer.max_epochs", "patience", "model.lr", "model.loss", "data.batch_size")  # the report's settings line
+
+
 @dataclass
 class Comparison:
     """A parent run and its finished children, as plain values."""
@@ -94,6 +97,7 @@ def collect(client: MlflowClient, parent_id: str) -> Comparison:
                     "lookback": int(p["data.lookback"]),
                     "hidden_size": float(p.get("model.hidden_size", "nan")),
                     "train_fraction": float(p.get("data.train_fraction", 1.0)),
+                    **{f"param:{k}": p.get(k) for k in SHARED},
                     "epochs_to_best": m.get("train/best_epoch", np.nan) + 1,
                     **m,
                 }
@@ -344,6 +348,11 @@ def description(sentences: list[str], c: Comparison) -> str:
 def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, plots: list[str]) -> str:
     p, t = c.parent.data.params, c.parent.data.tags
     base = c.runs[c.runs["condition"] == "base"]
+
+    def shared(key: str) -> str:  # a setting's one value over the children (budget=tuned: lr and loss are each architecture's own)
+        values = c.runs[f"param:{key}"].dropna().unique() if f"param:{key}" in c.runs else []
+        return str(values[0]) if len(values) == 1 else "differing by run (see below)" if len(values) else "?"
+
     out = [
         f"# {' or '.join(map(name, c.models))} on {dataset}",
         "",
@@ -357,8 +366,8 @@ def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, 
         ),
         "",
         f"Settings shared by every run: lookback {p.get('data.lookback')}, horizon {c.horizon}, "
-        f"at most {p.get('trainer.max_epochs')} epochs, early stopping after {p.get('patience')} epochs without a better "
-        f"val/loss, AdamW lr {p.get('model.lr')}, loss {p.get('model.loss')}, batch {p.get('data.batch_size')}, "
+        f"at most {shared('trainer.max_epochs')} epochs, early stopping after {shared('patience')} epochs without a better "
+        f"val/loss, AdamW lr {shared('model.lr')}, loss {shared('model.loss')}, batch {shared('data.batch_size')}, "
         f"seeds {', '.join(map(str, sorted(c.runs['seed'].unique())))}, budget `{p.get('budget')}` (hidden sizes below).",
         "",
         "## Verdict",

@@ -53,6 +53,7 @@ def test_the_report_has_every_section_a_verdict_and_the_plots(compared):
     text = (report / "report.md").read_text()
     for section in SECTIONS:
         assert section in text, section
+    assert re.search(r"at most 1 epochs, .* AdamW lr [\d.e-]+, loss mse, batch \d+,", text), text[:1500]  # the children's own settings
     speed = (
         r"(the (GRU|LSTM) trains [\d.]+x faster per step than the (GRU|LSTM) on this machine \(IQR [\d.]+-[\d.]+\)"
         r"|no difference in training speed is measurable on this machine \(GRU / LSTM step time [\d.]+, IQR [\d.]+-[\d.]+\))"

@@ -286,3 +286,11 @@ def test_the_retrain_holdout_scores_a_model_that_reads_static_columns_and_the_ca
     plain = FleetHoldout(FleetDataModule(str(tmp_path / "f.csv"), "device", lookback=24, horizon=12), "mse_scaled")
     why = plain.score("champion", SimpleNamespace(model=f, label="forecast/1", architecture="gru", unloadable=None))
     assert why == "it reads the static column(s) site; add them to data.static_columns"
+
+
+def test_a_baseline_asked_for_static_inputs_names_the_setting_to_unset():
+    shapes = {"n_inputs": 2, "target_index": [0], "lookback": 24, "horizon": 6}
+    with pytest.raises(InputError, match=r"model.network=last_value does not read the inputs that data.static_columns asks for"):
+        build_network("last_value", static_sizes=[3], **shapes)
+    with pytest.raises(InputError, match=r"model.network=seasonal_naive: got an unexpected keyword argument 'width'"):
+        build_network("seasonal_naive", width=3, **shapes)
