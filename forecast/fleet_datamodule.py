@@ -5,7 +5,10 @@
 surface before any run exists. What the training, the evaluation and the saved model use:
 
     data.fleet            the Fleet (forecast/fleet.py); after building, fleet.values is standardised
-                          per device (data units: value * std[d] + mean[d])
+                          per device (data units: value * std[d] + mean[d]). Under trainer=ddp only this
+                          process's share of the devices (rank, world_size below): then every per-device
+                          attribute here (mean, std, scaler, datasets, windows, report's cleaning counts) is
+                          the share's; forecast/fleet_evaluate.py combines the shares' figures on rank zero
     data.mean, data.std   [D, C] each device's scaler, fitted on its training span (fleet_windows.fit_scalers)
     data.scaler           one Scaler of the whole fleet (per-column median of the devices'), for code
                           that forecasts one series without a device (a cold-start default, not for scoring)
@@ -63,10 +66,10 @@ class FleetDataModule(L.LightningDataModule):
         pin_memory: pin batches in page-locked memory.
         rank, world_size: a data-parallel training (trainer=ddp; training.py passes them,
             forecast/fleet_share.py): this process keeps, regularises, scales and windows only its
-            share of the devices (every world_size-th from the rank-th: load_fleet's share), cut at
+            share of the devices (load_fleet's share: each device on exactly one process), cut at
             the whole fleet's timestamps; every process trains on as many of its own windows per
-            epoch as the one with the fewest (DDP steps in lockstep), and `whole()` gives rank zero
-            the whole fleet for the test evaluation and the saved model.
+            epoch as the one with the fewest (DDP steps in lockstep) and tests its own devices
+            (forecast/fleet_evaluate.py: rank zero combines the parts). No process holds the whole fleet.
         **read: how to read the CSV, passed to `CsvSpec` (timestamp, targets, na_values, max_gap, ...).
     """
 
@@ -93,12 +96,6 @@ class FleetDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.rank, self.world_size = int(rank), int(world_size)
-        self.settings = dict(  # what builds it again (`whole`)
-            path=path, series_column=series_column, name=name, lookback=lookback, horizon=horizon, val_fraction=val_fraction,
-            test_fraction=test_fraction, cuts=cuts, batch_size=batch_size, train_stride=train_stride,
-            channel_independent=channel_independent, static_columns=static_columns, calendar=calendar,
-            num_workers=num_workers, pin_memory=pin_memory, **read,
-        )  # fmt: skip
         numbers = {"lookback": lookback, "horizon": horizon, "batch_size": batch_size, "train_stride": train_stride}
         fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction, "train_fraction": 1.0}
         if "borders" in read or "train_fraction" in read:
@@ -189,10 +186,6 @@ class FleetDataModule(L.LightningDataModule):
             "step": int(self.fleet.step),
             "static_sizes": [len(values) for values in self.static_values],
         }
-
-    def whole(self) -> FleetDataModule:
-        """The same data module over every device (itself when it already is): a share's rank zero evaluates the whole fleet."""
-        return self if self.world_size == 1 else FleetDataModule(**self.settings)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

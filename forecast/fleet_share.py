@@ -1,20 +1,25 @@
-"""A fleet split across data-parallel processes: which devices this process holds, and loaders over them alone.
+"""A fleet split across data-parallel processes: which devices this process holds, loaders over them alone, and
+the few collectives that combine the processes' figures.
 
 With trainer=ddp (any number of nodes and devices) every process builds its own fleet data module
 (forecast/fleet_datamodule.py) from `share(trainer, cfg)`: its global rank and the world size,
 known before Lightning launches anything, so it keeps, regularises, scales and windows only its
-own devices (every world_size-th from the rank-th: `forecast.fleet.load_fleet`'s share; the export
-itself is parsed whole by every process, so that the cut in time and each device's step are the
-fleet's). Lightning's DistributedSampler would split each process's windows once
+own devices (`forecast.fleet.load_fleet`'s share: every device belongs to exactly one process), cut
+at the whole fleet's timestamps. Lightning's DistributedSampler would split each process's windows once
 more; `OwnShare` is a DistributedSampler, so Lightning leaves it in place, and it hands out this
 process's own windows: for training, as many per epoch as the process with the fewest has
 (`fewest`), because DDP's gradient all-reduce needs every process to take the same number of steps.
+After training every process tests its own devices and `gather`s the small result to rank zero
+(forecast/fleet_evaluate.py), so no process ever holds the whole fleet.
 
 Ranks, in the order Lightning itself resolves them: RANK (torchrun), SLURM_PROCID (srun), else
 NODE_RANK x processes per node + LOCAL_RANK (Lightning's own launcher, and the environment-variable
 launch of several nodes: MASTER_ADDR, MASTER_PORT, NODE_RANK, WORLD_SIZE). Rank zero's
 `lightning.pytorch.utilities.rank_zero_only` is set from it at once, so that only rank zero
 creates the MLflow run even before Lightning has launched.
+
+The collectives (`fewest`, `total`, `gather`) run on the process group Lightning's DDP strategy opens
+and keeps after fit; without one (a single process) they return this process's own value.
 """
 
 from __future__ import annotations
@@ -56,14 +61,35 @@ def share(trainer, cfg: DictConfig) -> dict:
     return {"rank": rank, "world_size": trainer.world_size}
 
 
+def running() -> bool:
+    """Whether a process group runs (Lightning's DDP strategy opens it when fit launches the processes)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def fewest(count: int) -> int:
     """The smallest `count` over all processes (this one's when no process group runs)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return count
+    return _reduce(count, dist.ReduceOp.MIN) if running() else count
+
+
+def total(count: int) -> int:
+    """The sum of `count` over all processes (this one's when no process group runs)."""
+    return _reduce(count, dist.ReduceOp.SUM) if running() else count
+
+
+def _reduce(count: int, op) -> int:
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     value = torch.tensor([count], dtype=torch.int64, device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    dist.all_reduce(value, op=op)
     return int(value.item())
+
+
+def gather(value) -> list | None:
+    """Every process's `value` (picklable; keep it small) on rank zero, in rank order; None on the other ranks; [value] alone."""
+    if not running():
+        return [value]
+    values = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(value, values, dst=0)
+    return values
 
 
 class OwnShare(DistributedSampler):

@@ -77,21 +77,26 @@ def train(cfg: DictConfig, output_dir: Path, command: str, extra_callbacks: Sequ
     with tracking.start_run(experiment_id, f"{architecture}-{data.name}", tags) as run:
         if run is not None:
             mlflow.log_params(tracking.flatten(cfg))
+        shared = getattr(data, "world_size", 1) > 1  # a fleet in shares: every process tests its own devices
         started = time.perf_counter()
         if trainable:
             trainer.fit(module, datamodule=data)
+        elif shared:  # nothing to fit: validating launches the processes and opens the process group the test gathers over
+            trainer.validate(module, datamodule=data, verbose=False)
         fit_s = time.perf_counter() - started
-        if run is None:  # a non-zero DDP rank: rank zero evaluates and records
-            return None
         pruned = [c for c in extra_callbacks if getattr(c, "pruned_at", None)]
+        if run is None and (pruned or not shared):  # a non-zero DDP rank: rank zero evaluates and records
+            return None
         if pruned:  # a tuning trial its pruner stopped: scored on validation only
             return pruned[0].record(epochs, fit_s, len(data.datasets["train"]))
-        if trainable:
-            if not best.best_model_path:
-                raise JobFailed("training ended without a checkpoint of a finite val/loss; nothing was logged as a model")
-            module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+        if trainable and not restore_best(module, best, trainer, shared):
+            if run is None:
+                return None
+            raise JobFailed("training ended without a checkpoint of a finite val/loss; nothing was logged as a model")
         module.to(trainer.strategy.root_device)
         metrics = record(cfg, run, data, module, epochs, fit_s)
+        if metrics is None:  # a non-zero rank of a fleet in shares: its devices tested, rank zero records
+            return None
     fitted = (
         f"fit {fit_s:.1f} s, {metrics['time/epoch_s']:.2f} s/epoch, {len(epochs.epoch_s)} epochs" if epochs.epoch_s else "nothing to fit"
     )
@@ -140,15 +145,35 @@ def check_settings(cfg: DictConfig) -> None:
     config.build(cfg.model, lookback=lookback, horizon=horizon, n_inputs=1, target_index=[0], **stand_in)
 
 
-def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float]:
+def restore_best(module, best: ModelCheckpoint, trainer, shared: bool) -> bool:
+    """Load the best checkpoint's weights into `module`; False when training left none.
+
+    shared (a fleet in shares, every process tests its own devices): rank zero reads the checkpoint and
+    broadcasts the weights, so every process tests the same model, with or without a shared file system.
+    """
+    state = None
+    if tracking.is_rank_zero() and best.best_model_path:
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    if shared:
+        state = trainer.strategy.broadcast(state, src=0)
+    if state is None:
+        return False
+    module.load_state_dict(state)
+    return True
+
+
+def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s: float) -> dict[str, float] | None:
     """Calibrate the quantiles (if any) on the validation span, test the restored best model, and log
-    metrics, report, plot and the servable model."""
-    data = data.whole() if getattr(data, "world_size", 1) > 1 else data  # a fleet trained in shares: rank zero tests every device
+    metrics, report, plot and the servable model.
+
+    A fleet trained in shares (trainer=ddp): every process calls it and tests its own devices; rank zero
+    combines the parts (forecast/fleet_evaluate.py) and records; the other ranks return None.
+    """
     forecaster = Forecaster(module.net, data.scaler, data.inputs, data.targets, data.report.freq, module.net_args, module.levels)
     fleet = getattr(data, "fleet", None)  # a fleet (forecast/fleet_datamodule.py): scored per device
+    report, windows, train_windows = data.report, data.windows, len(data.datasets["train"])
     if fleet is not None:
-        forecaster.series_columns, forecaster.series_mean, forecaster.series_std = data.series_columns, data.mean, data.std
-        forecaster.series_ids = list(fleet.ids.itertuples(index=False, name=None))
+        forecaster.series_columns = data.series_columns
         forecaster.static_columns, forecaster.static_values = list(data.static_columns), list(data.static_values)
     elif forecaster.levels:  # split-conformal offsets per step and target from the validation windows (forecast/quantiles.py)
         forecaster.calibrate(*forecaster.windows(data.frame, recent(data.datasets["val"].origins, module.hparams.calibration_window)))
@@ -157,8 +182,11 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
         test = evaluate.forecast_test(forecaster, data.frame, data.datasets["test"].origins)
         metrics = evaluate.test_metrics(test)
     else:
-        test = fleet_evaluate.fleet_test(forecaster, data)
-        metrics = dict(test.metrics)
+        test = fleet_evaluate.fleet_test(forecaster, data)  # every process its own devices, combined on rank zero
+        if test is None:
+            return None
+        test.describe(forecaster)  # every device's scaler and id, for the saved model
+        metrics, report, windows, train_windows = dict(test.metrics), test.report, test.windows, test.windows["train"]
     predict_s = time.perf_counter() - started  # every test window, as the peers benchmark times it
     counts = count_parameters(module.net)
     metrics |= {
@@ -168,21 +196,21 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
         "model/recurrent_params": counts["recurrent_params"],
     }
     if epochs.epoch_s:
-        metrics |= epochs.timing(len(data.datasets["train"])) | {
+        metrics |= epochs.timing(train_windows) | {
             "train/best_epoch": int(np.argmin(epochs.val_loss)),
             "val/best_loss": min(epochs.val_loss),
         }
     if fleet is None:
         inputs, _ = forecaster.windows(data.frame, test.origins[-256:])
     else:
-        inputs = fleet_evaluate.device_windows(forecaster, data, np.arange(len(test.origins))[-256:])[0]
+        inputs = fleet_evaluate.device_windows(forecaster, data, np.arange(len(data.datasets["test"]))[-256:])[0]  # rank zero's own
     metrics |= {f"inference/ms_per_window_b{b}": ms for b, ms in evaluate.latency_ms(forecaster, inputs).items()}
     metrics["memory/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this process so far
     if torch.cuda.is_available() and forecaster.device.type == "cuda":
         metrics["memory/cuda_peak_mb"] = torch.cuda.max_memory_allocated(forecaster.device) / 2**20
     mlflow.log_metrics(tracking.finite(metrics, "the trained model on the test span"))
     mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-    mlflow.log_dict({**data.report.to_dict(), "windows": data.windows}, "data_report.json")
+    mlflow.log_dict({**report.to_dict(), "windows": windows}, "data_report.json")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -203,15 +231,15 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
             mlflow.log_artifact(plot, "plots")
             log_evaluation(tmp, data, test)
         else:
-            fleet_evaluate.log_fleet_evaluation(tmp, data, forecaster, test, f"{module.architecture} on {data.name}")
+            fleet_evaluate.log_fleet_evaluation(tmp, data, test, f"{module.architecture} on {data.name}")
 
         forecaster.net.cpu()
         bundle = forecaster.save(tmp / "model.pt")
         if fleet is None:
             last = int(test.origins[-1])
             example = data.frame.iloc[last - data.lookback : last][data.inputs].reset_index()
-        else:  # one device's last test input, in data units
-            example = fleet_evaluate.example_input(data, forecaster, test)
+        else:  # the last test input of the last devices, in data units
+            example = test.example_input
         example["timestamp"] = example["timestamp"].astype(str)  # as read from a CSV or sent as JSON
         served = ForecastPyfunc()
         served.forecaster = forecaster

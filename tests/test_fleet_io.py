@@ -385,14 +385,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# sitecustomize for the nodes of the two-node test: every process notes the devices each load_fleet call kept
+WATCH_LOADS = """
+import json, os
+import forecast.fleet
+
+_load_fleet = forecast.fleet.load_fleet
+
+
+def load_fleet(*args, **kwargs):
+    fleet = _load_fleet(*args, **kwargs)
+    with open(os.environ["FLEET_LOADS"], "a") as out:
+        out.write(json.dumps({"node": os.environ.get("NODE_RANK"), "devices": len(fleet)}) + "\\n")
+    return fleet
+
+
+forecast.fleet.load_fleet = load_fleet
+"""
+
+
 @pytest.mark.e2e
 def test_two_nodes_each_train_on_their_own_share_of_the_devices(tmp_path):
+    import json
     import subprocess
     import sys
 
     import mlflow
 
     sample.main(["fleet", "--devices", "10", "--days", "30", "--output", str(tmp_path / "meters.csv")])
+    (tmp_path / "watch").mkdir()
+    (tmp_path / "watch" / "sitecustomize.py").write_text(WATCH_LOADS)
     command = [sys.executable, "-m", "forecast.train", "data=fleet", "data.path=meters.csv", "data.lookback=48", "data.horizon=24"]
     command += [
         "model.hidden_size=16",
@@ -404,6 +426,7 @@ def test_two_nodes_each_train_on_their_own_share_of_the_devices(tmp_path):
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "RANK", "LOCAL_RANK", "SLURM"))}
     env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    env |= {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "watch"), env.get("PYTHONPATH")])), "FLEET_LOADS": "loads.jsonl"}
     nodes = [
         subprocess.Popen(
             command,
@@ -420,12 +443,25 @@ def test_two_nodes_each_train_on_their_own_share_of_the_devices(tmp_path):
     assert "rank 0 of 2: 5 devices of this process's share" in outputs[0]  # devices 0, 2, 4, ... on node 0
     assert "rank 1 of 2: 5 devices of this process's share" in outputs[1]
     assert "MEMBER: 2/2" in outputs[1] and "registered" not in outputs[1]
+    loads = [json.loads(line) for line in (tmp_path / "loads.jsonl").read_text().splitlines()]
+    assert sorted(loads, key=lambda x: x["node"]) == [{"node": "0", "devices": 5}, {"node": "1", "devices": 5}]  # never the whole fleet
     _, runs = store_runs(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one training, one run (rank zero records)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    by_series = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{runs[0].info.run_id}/evaluation/test_by_series.parquet"))
-    assert len(by_series) >= 8  # rank zero tested every device with test windows, not only its share
-    model = mlflow.pyfunc.load_model(f"runs:/{runs[0].info.run_id}/model")
+    run = f"runs:/{runs[0].info.run_id}"
+    devices = {f"m{d}" for d in range(10)}
+    by_series = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{run}/evaluation/test_by_series.parquet"))
+    assert set(by_series["device"]) <= devices and len(by_series) >= 8  # every device with test windows, from both shares
+    by_window = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{run}/evaluation/test_by_window.parquet"))
+    assert by_window["origin"].is_unique and by_window["series"].nunique() == len(by_series)
+    assert by_window.groupby("series").size().sort_values().tolist() == sorted(by_series["windows"])  # every window, once
+    ingested = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{run}/evaluation/data_by_series.parquet"))
+    assert set(ingested.query("status == 'kept'")["device"]) == devices
+    report = mlflow.artifacts.load_dict(f"{run}/data_report.json")
+    assert report["devices_kept"] == 10 and report["rows"] == ingested.query("status == 'kept'")["rows"].sum()
+    metrics = runs[0].data.metrics
+    assert metrics["test/series_mse_scaled_p50"] == pytest.approx(by_series["mse_scaled"].median())
+    model = mlflow.pyfunc.load_model(f"{run}/model")
     assert len(model.unwrap_python_model().forecaster.series_ids) == 10  # every device's scaler is in the saved model
 
 
