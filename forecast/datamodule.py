@@ -21,7 +21,34 @@ from forecast.reading import shown
 from forecast.windows import SPLITS, Scaler, ShuffledOrder, WindowDataset, as_batch, split_rows, window_origins
 
 
-class SensorDataModule(L.LightningDataModule):
+class WindowsModule(L.LightningDataModule):
+    """What both data modules (one series here, a fleet in forecast/fleet_datamodule.py) give the
+    training: their windows per split, the model's shapes and a loader per split (`_loader`)."""
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def windows(self) -> dict[str, int]:
+        """Windows per split."""
+        return {split: len(ds) for split, ds in self.datasets.items()}
+
+    def model_args(self) -> dict:
+        """What the model must know about the data to be built."""
+        return {"lookback": self.lookback, "horizon": self.horizon, "n_inputs": self.n_inputs, "target_index": self.target_index}
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class SensorDataModule(WindowsModule):
     """Sensor CSV -> windows for training, validation and testing.
 
     Args:
@@ -165,33 +192,6 @@ class SensorDataModule(L.LightningDataModule):
                 "overflows float32.\nCheck that reading; if it is real, rescale the column to smaller units.",
                 context=self.report.lines(),
             )
-
-    @property
-    def n_inputs(self) -> int:
-        return len(self.inputs)
-
-    @property
-    def windows(self) -> dict[str, int]:
-        """Windows per split."""
-        return {split: len(ds) for split, ds in self.datasets.items()}
-
-    def model_args(self) -> dict:
-        """What the model must know about the data to be built."""
-        return {
-            "lookback": self.lookback,
-            "horizon": self.horizon,
-            "n_inputs": self.n_inputs,
-            "target_index": self.target_index,
-        }
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return loader(self.datasets[split], self.batch_size, shuffle, self.num_workers, self.pin_memory)

@@ -24,13 +24,12 @@ surface before any run exists. What the training, the evaluation and the saved m
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from forecast.datamodule import check_settings, loader
+from forecast.datamodule import WindowsModule, check_settings, loader
 from forecast.errors import InputError
 from forecast.fleet import load_fleet, series_columns, static_names
 from forecast.fleet_share import OwnShare, fewest
@@ -39,7 +38,7 @@ from forecast.frame import CsvSpec
 from forecast.windows import SPLITS, Scaler, as_batch
 
 
-class FleetDataModule(L.LightningDataModule):
+class FleetDataModule(WindowsModule):
     """A fleet's readings -> windows of every device for training, validation and testing.
 
     Args:
@@ -166,35 +165,13 @@ class FleetDataModule(L.LightningDataModule):
                 context=self.report.lines(),
             )
 
-    @property
-    def n_inputs(self) -> int:
-        return len(self.inputs)
-
-    @property
-    def windows(self) -> dict[str, int]:
-        """Windows per split, over all devices."""
-        return {split: len(ds) for split, ds in self.datasets.items()}
-
     def model_args(self) -> dict:
         """What the model must know about the data to be built (n_series: devices, for an optional embedding)."""
-        return {
-            "lookback": self.lookback,
-            "horizon": self.horizon,
-            "n_inputs": self.n_inputs,
-            "target_index": self.target_index,
+        return super().model_args() | {
             "n_series": len(self.fleet),
             "step": int(self.fleet.step),
             "static_sizes": [len(values) for values in self.static_values],
         }
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
