@@ -58,7 +58,7 @@ from forecast.frame import CsvSpec, DataReport, _find_files, check_spec
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _WORST = 5  # devices named in the report's worst-offender lines
 _NAMED = 10  # devices left out named by id before a count
-_GROUP_ROWS = 1 << 20  # the fewest rows a group of devices of the streamed path holds
+_GROUP_ROWS = 1 << 16  # the fewest rows a group of devices of the streamed path holds
 
 
 @dataclass
@@ -374,7 +374,7 @@ def _streamed(read: fleet_reading.Stream, offset, need: int) -> Fleet:
     columns = _stream_columns(read)
     ids, tz = read.ids(), ((spec.timezone or "UTC") if read.aware else None)
     static = pd.DataFrame({name: [values[c] for values in read.static] for c, name in enumerate(read.static_columns)}, dtype=object)
-    groups = read.groups(max(_GROUP_ROWS, sum(read.rows) // 64))  # a group's sort and merge copies stay small beside the stack
+    groups = read.groups(max(_GROUP_ROWS, sum(read.rows) // 256))  # a group's sort and merge copies stay small beside the stack
     table = pd.DataFrame({c: ids[c].to_numpy() for c in ids.columns})
     first, last, own, gaps = _survey(read, groups, table, spec)
     step, own = _fleet_step(own, table["readings"].to_numpy(), gaps, offset)

@@ -36,8 +36,11 @@ reads the file whole and names the file and line of any problem:
 
 from __future__ import annotations
 
+import codecs
+import ctypes
 import io
 import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,10 +52,17 @@ from pandas._libs.parsers import STR_NA_VALUES
 from forecast import reading, sniff
 from forecast.frame import CsvSpec, DataReport
 
-BLOCK_BYTES = 64 << 20  # the largest block parsed at once
+BLOCK_BYTES = 16 << 20  # the largest piece of a file parsed at once
 SAMPLE_BYTES = 1 << 20  # the start of a file read to infer its columns' types
 _TEXT = pa.dictionary(pa.int32(), pa.string())  # ids, static and text columns
 _NS = 1_000_000_000
+
+
+try:
+    _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
+    _LIBC.malloc_trim  # noqa: B018 (glibc only)
+except (OSError, AttributeError):
+    _LIBC = None
 
 
 class Unsupported(Exception):
@@ -147,8 +157,21 @@ class Stream:
         return np.concatenate(codes), np.concatenate(times), np.concatenate(readings) if values else None
 
     def free(self, high: int) -> None:
-        """Drops the pieces whose devices are all below `high` (already in the stack)."""
-        self.pieces = [None if piece is None or piece.devices[-1] < high else piece for piece in self.pieces]
+        """Drops the pieces whose devices are all below `high` (already in the stack), and hands their memory back."""
+        done = [piece is not None and piece.devices[-1] < high for piece in self.pieces]
+        if any(done):
+            self.pieces = [None if gone else piece for piece, gone in zip(self.pieces, done)]
+            _trim()
+
+
+def _trim() -> None:
+    """Returns the C heap's free pages to the system (glibc's malloc_trim), so that freed pieces make room for the stack.
+
+    A piece is a few hundred kB: glibc's heap keeps such blocks, and without this the process's
+    memory would hold the pieces and the stack together whichever order the devices come in.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _owned_values(piece: Piece, a: int, b: int, r0: int, r1: int, counts: np.ndarray) -> np.ndarray:
@@ -187,21 +210,25 @@ def _read_file(path: str, result: Stream, number: int) -> None:
     if len(stamps) != 1 or spec.time_format or spec.thousands is not None or any(name not in header for name in keys):
         raise Unsupported("timestamps, thousands separators or id columns")
     types = _column_types(path, header, stamps[0], keys, encoding, result)
-    read_options = csv.ReadOptions(block_size=_block_size(path, result.block_bytes), encoding=_arrow_encoding(encoding))
     convert = csv.ConvertOptions(
         column_types=types,
         null_values=sorted(STR_NA_VALUES | set(intake.text_codes)),
         strings_can_be_null=True,
         decimal_point=spec.decimal,
     )
+    parse = csv.ParseOptions(delimiter=spec.sep)
     row = 0
     try:
-        reader = csv.open_csv(path, read_options=read_options, parse_options=csv.ParseOptions(delimiter=spec.sep), convert_options=convert)
-        if reader.schema.names != header:
-            raise Unsupported("column names")
-        for batch in reader:
-            _block(batch, path, row, number, stamps[0], result)
-            row += batch.num_rows
+        for chunk in _chunks(path, _block_size(path, result.block_bytes), encoding):
+            options = csv.ReadOptions(column_names=header, block_size=len(chunk) + 1)  # one block: one dictionary per column
+            batch = csv.read_csv(pa.py_buffer(chunk), read_options=options, parse_options=parse, convert_options=convert)
+            del chunk
+            for part in batch.to_batches():
+                _block(part, path, row, number, stamps[0], result)
+                row += part.num_rows
+            del batch
+            pa.default_memory_pool().release_unused()  # the parsed block's memory, back to the system before the next one
+            _trim()
     except (pa.ArrowException, UnicodeError, ValueError) as error:
         raise Unsupported(str(error)) from None
     if row == 0:
@@ -209,9 +236,34 @@ def _read_file(path: str, result: Stream, number: int) -> None:
     intake.report.rows_read += row
 
 
+def _chunks(path: str, size: int, encoding: str):
+    """The file's lines after its header, as UTF-8 pieces of about `size` bytes that end at a line end.
+
+    pyarrow's own streaming reader (pyarrow.csv.open_csv) reads dozens of blocks ahead, which held
+    more memory than the readings; these pieces are read one at a time. A value holding a line break
+    (which pyarrow does not read by default either) fails to parse here and falls back.
+    """
+    wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    if wide:
+        raise Unsupported("a wide encoding")
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    with open(path, "rb") as file:
+        if not file.readline().strip():
+            raise Unsupported("a blank line before the header")
+        rest = b""
+        while data := file.read(size):
+            data = rest + data
+            cut = data.rfind(b"\n") + 1
+            rest, data = data[cut:], data[:cut]
+            if data:
+                yield data if utf8 else data.decode(encoding).encode()
+        if rest.strip():
+            yield rest if utf8 else rest.decode(encoding).encode()
+
+
 def _block_size(path: str, largest: int) -> int:
-    """Blocks of 1/32 of the file, between 1 MB and `largest`: small files are not held whole either."""
-    return int(min(largest, max(1 << 20, os.path.getsize(path) // 32)))
+    """Pieces of 1/64 of the file, between 1 MB and `largest`."""
+    return int(min(largest, max(1 << 20, os.path.getsize(path) // 64)))
 
 
 def _arrow_encoding(encoding: str) -> str:
