@@ -7,9 +7,16 @@
 - a folder with one CSV per device (timestamp and reading columns); the file name (without .csv)
   is the id, under the first name of `data.series_column`.
 
-Files are read by forecast/reading.py (file sniffing, encodings, timestamps, numbers, missing codes,
-infinite values: every bad-input rule of a single series holds). Then, vectorised over the whole
-fleet (one sort by device and time; no per-device pandas work):
+Files are streamed in pieces by forecast/fleet_reading.py, with the decisions of forecast/reading.py
+(file sniffing, encodings, header, timestamps, numbers, missing codes, infinite values): each piece
+of rows is compacted as it arrives (rows sorted by device; timestamps as int32 seconds, readings as
+float32: 12 bytes a row for two readings), so the whole file is never held as a table. Where a file
+needs what only reading.py does (timestamps in other formats, text to parse as numbers, ...; see
+fleet_reading's docstring) or an error must name a line, the files are read whole by reading.py
+instead (`_whole_table`), with the same results. Then, vectorised over a group of devices at a time
+(a sort by device and time only where the rows are not in order; no per-device pandas work), in two
+passes: a survey of every device's timestamps (steps 1-4), then the stack filled group by group while
+the pieces are freed (steps 1-3 again, with the readings; step 5 on the stack):
 
 1. rows of one device sharing a timestamp are merged by data.duplicates (error names the lines);
 2. each device's step is inferred (the most common one between its readings); with data.freq=null
@@ -31,7 +38,10 @@ Interface (what later stages use):
     Fleet.start, Fleet.length, Fleet.first  [D] int64: first row, rows, first timestamp (ns, UTC)
     Fleet.step (ns), Fleet.freq ("1h"), Fleet.tz, Fleet.ids (DataFrame [D], one column per id column)
     Fleet.span: (first, last + step) ns of the whole fleet; with load_fleet(share=(rank, world)) a
-                   process holds only its share of devices but the same span (the same cuts)
+                   process holds only its share of devices (those numbered rank modulo world, in order of
+                   first appearance; the others' readings are dropped block by block as they are parsed,
+                   only their timestamps kept) but the same span (the same cuts) and the same status for
+                   every device in the report; the report's cleaning counts cover its own devices
     Fleet.static (DataFrame [D], data.static_columns as text, or None), Fleet.static_values (each static
                    column's values over every kept device of the whole fleet, sorted)
     Fleet.rows_before(stamp_ns) [D], Fleet.frame(d) (device d as a regular DataFrame), Fleet.index(d)
@@ -74,6 +84,7 @@ class FleetReport:
     data: DataReport
     devices: pd.DataFrame = field(default_factory=pd.DataFrame)
     id_columns: list[str] = field(default_factory=list)
+    reader: str = "streamed"  # or "whole table": the path that read the files (module docstring)
 
     @property
     def freq(self) -> str:
@@ -309,7 +320,9 @@ def _whole_table(spec, report, folder, id_columns, static_columns, offset, need,
         use = np.isin(codes, kept)
         stack[rows[use]] = values[use]
     del values, rows, slot, between
-    return _fleet(stack, start, length, kept, whole, table, origin, step, span, tz, ids, static, spec, report, columns)
+    fleet = _fleet(stack, start, length, kept, whole, table, origin, step, span, tz, ids, static, spec, report, columns)
+    fleet.report.reader = "whole table"
+    return fleet
 
 
 def _choose_devices(table, own, step, offset, origin, need, share, spec, report, id_columns) -> tuple[np.ndarray, np.ndarray, tuple]:
