@@ -426,7 +426,8 @@ def _streamed(read: fleet_reading.Stream, offset, need: int) -> Fleet:
 
 def _stream_columns(read: fleet_reading.Stream) -> list[str]:
     """Targets + covariates chosen as reading.Intake.columns does; a problem it names with a line is the whole-table path's."""
-    counts = pd.Series(read.counts, index=read.columns, dtype="int64")
+    numbers = dict(zip(read.columns, read.counts.tolist()))
+    counts = pd.Series([numbers.get(name, 0) for name in read.order], index=read.order, dtype="int64")  # file order, as Intake.columns
     try:
         columns = read.intake.choose(counts)
     except InputError:

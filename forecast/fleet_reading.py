@@ -96,6 +96,8 @@ class Stream:
     share: tuple[int, int] | None
     block_bytes: int = BLOCK_BYTES
     columns: list[str] = field(default_factory=list)  # candidate reading columns [C]
+    text: list[str] = field(default_factory=list)  # columns of text (no number): not readings, but named in the report
+    order: list[str] = field(default_factory=list)  # the columns and the text columns in file order
     pieces: list[Piece | None] = field(default_factory=list)
     keys: dict = field(default_factory=dict)  # raw id tuple -> device number
     names: list[tuple] = field(default_factory=list)  # [D] raw id values per device
@@ -300,7 +302,7 @@ def _column_types(path: str, header: list[str], stamp: str, keys: list[str], enc
         raise Unsupported("files with and without UTC offsets")
     result.aware = aware
     types = {stamp: pa.timestamp("ns", tz="UTC" if aware else None), **dict.fromkeys(keys, _TEXT)}
-    columns = []
+    columns, text = [], []
     for name in header:
         if name in types:
             continue
@@ -310,11 +312,13 @@ def _column_types(path: str, header: list[str], stamp: str, keys: list[str], enc
             columns.append(name)
         elif pa.types.is_string(kind):
             types[name] = _TEXT
+            text.append(name)
         else:
             raise Unsupported(f"column {name!r} of type {kind}")
-    if result.columns and result.columns != columns:
-        raise Unsupported("files with different reading columns")
-    result.columns = columns
+    if result.pieces and (result.columns, result.text) != (columns, text):
+        raise Unsupported("files with different columns")
+    result.columns, result.text = columns, text
+    result.order = [name for name in header if name in columns or name in text]
     if result.counts is None:
         result.counts, result.largest = np.zeros(len(columns), np.int64), np.zeros(len(columns))
     return types

@@ -11,9 +11,10 @@ only, and the timestamps of all, so that the cut in time, each device's step and
 static columns' values are the whole fleet's. A process whose share holds no kept device (a device
 too short, or at another step) is refused with a message.
 
-Lightning's DistributedSampler would split each process's windows once more; `OwnShare` is a DistributedSampler, so Lightning leaves it in place, and it hands out this
-process's own windows: for training, as many per epoch as the process with the fewest has
-(`fewest`), because DDP's gradient all-reduce needs every process to take the same number of steps.
+Lightning's DistributedSampler would split each process's windows once more; `OwnShare` is a
+DistributedSampler, so Lightning leaves it in place, and it hands out this process's own windows:
+for training, as many per epoch as the process with the fewest has (`fewest`), because DDP's
+gradient all-reduce needs every process to take the same number of steps.
 
 Ranks, in the order Lightning itself resolves them: RANK (torchrun), SLURM_PROCID (srun), else
 NODE_RANK x processes per node + LOCAL_RANK (Lightning's own launcher, and the environment-variable

@@ -164,6 +164,7 @@ def test_the_streamed_path_reads_two_id_columns_a_static_column_and_a_folder_as_
     frame["site"] = np.where(frame["device"].isin(["m0", "m1"]), "north", "south")
     frame["model"] = np.where(frame["device"].isin(["m0", "m2"]), "x1", "x2")
     frame["device"] = frame["device"].replace({"m2": "m0", "m3": "m1"})
+    frame["note"] = "ok"  # text: ignored, and named in the report
     long = {"spec": CsvSpec(path=write(frame, tmp_path / "f.csv")), "id_columns": ["site", "device"], "static_columns": ["model"]}
     (tmp_path / "meters").mkdir()
     for name, rows in make_fleet(devices=3, outages={1: (10, 12)}).groupby("device"):
@@ -173,7 +174,19 @@ def test_the_streamed_path_reads_two_id_columns_a_static_column_and_a_folder_as_
     streamed_only(monkeypatch)
     for case, whole in zip((long, folder), wholes):
         same_fleet(load_fleet(**case, need=L + H, block_bytes=1 << 10), whole)
-    assert wholes[0].static_values == [["x1", "x2"]] and len(wholes[0]) == 4
+    assert wholes[0].static_values == [["x1", "x2"]] and len(wholes[0]) == 4 and wholes[0].report.data.ignored_columns == ["note"]
+
+
+def test_the_generated_fleet_takes_the_streamed_path(tmp_path, monkeypatch):
+    from forecast.sample_fleet import generate
+
+    generate(12, 20, "1h", 0, output=tmp_path / "meters.csv", sites=2)
+    spec = CsvSpec(path=str(tmp_path / "meters.csv"))
+    whole = load_fleet(spec, ["device"], L + H, static_columns=["site"], whole=True)
+    streamed_only(monkeypatch)
+    streamed = load_fleet(spec, ["device"], L + H, static_columns=["site"], block_bytes=1 << 12)
+    same_fleet(streamed, whole)
+    assert (streamed.report.reader, whole.report.reader) == ("streamed", "whole table")
 
 
 def test_shares_partition_the_devices_and_keep_the_whole_fleets_facts(tmp_path, monkeypatch):
