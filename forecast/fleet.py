@@ -662,9 +662,9 @@ def _clean(stack, start, length, kept, table, step, spec, report, columns, id_co
     devices = len(table)
     stuck = np.zeros(devices, np.int64)
     if spec.stuck_steps is not None:
-        before = np.add.reduceat(np.isnan(stack).sum(axis=1), start)  # [D] NaN cells from each device's start to the next
+        before = _nan_cells(stack, start)  # [D] NaN cells from each device's start to the next
         regular._mask_stuck(stack.T, spec, report)  # the NaN rows between devices end every run
-        stuck[kept] = np.add.reduceat(np.isnan(stack).sum(axis=1), start) - before
+        stuck[kept] = _nan_cells(stack, start) - before
     interpolated, masked, longest = np.zeros(devices, np.int64), np.zeros(devices, np.int64), np.zeros(devices, np.int64)
     ends = start + length  # the NaN row after each device
     for c, name in enumerate(columns):
@@ -691,6 +691,12 @@ def _clean(stack, start, length, kept, table, step, spec, report, columns, id_co
     table["interpolated"], table["masked"], table["stuck"], table["longest_gap"] = interpolated, masked, stuck, longest
     report.values_interpolated, report.values_masked, report.stuck_values = int(interpolated.sum()), int(masked.sum()), int(stuck.sum())
     report.longest_gap = None
+
+
+def _nan_cells(stack: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """[D] NaN cells of the stack from each device's first row to the next device's (one byte a row held, not eight)."""
+    per_row = np.isnan(stack).sum(axis=1, dtype=np.uint8 if stack.shape[1] < 256 else np.int64)  # [R]
+    return np.add.reduceat(per_row, start, dtype=np.int64)
 
 
 def _stamps(ns: np.ndarray, tz: str | None) -> pd.DatetimeIndex:

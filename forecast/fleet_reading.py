@@ -41,11 +41,13 @@ import ctypes
 import io
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as csv
 from pandas._libs.parsers import STR_NA_VALUES
 
@@ -218,17 +220,13 @@ def _read_file(path: str, result: Stream, number: int) -> None:
         strings_can_be_null=True,
         decimal_point=spec.decimal,
     )
-    parse = csv.ParseOptions(delimiter=spec.sep)
     row = 0
     try:
-        for chunk in _chunks(path, _block_size(path, result.block_bytes), encoding):
-            options = csv.ReadOptions(column_names=header, block_size=len(chunk) + 1)  # one block: parallel blocks cost twice the CPU here
-            batch = csv.read_csv(pa.py_buffer(chunk), read_options=options, parse_options=parse, convert_options=convert)
-            del chunk
-            for part in batch.to_batches():
+        for table in _parsed(path, _block_size(path, result.block_bytes), encoding, header, csv.ParseOptions(delimiter=spec.sep), convert):
+            for part in table.to_batches():
                 _block(part, path, row, number, stamps[0], result)
                 row += part.num_rows
-            del batch
+            del table, part
             pa.default_memory_pool().release_unused()  # the parsed block's memory, back to the system before the next one
             _trim()
     except (pa.ArrowException, UnicodeError, ValueError) as error:
@@ -236,6 +234,25 @@ def _read_file(path: str, result: Stream, number: int) -> None:
     if row == 0:
         raise Unsupported("a header without rows")
     intake.report.rows_read += row
+
+
+def _parsed(path: str, size: int, encoding: str, header: list[str], parse: csv.ParseOptions, convert: csv.ConvertOptions):
+    """Each piece of the file (`_chunks`) parsed, the next one read and parsed in a second thread while the caller compacts this one."""
+
+    def next_table(chunks):
+        chunk = next(chunks, None)
+        if chunk is None:
+            return None
+        options = csv.ReadOptions(column_names=header, block_size=len(chunk) + 1)  # one block: parallel blocks cost twice the CPU here
+        return csv.read_csv(pa.py_buffer(chunk), read_options=options, parse_options=parse, convert_options=convert)
+
+    chunks = _chunks(path, size, encoding)  # advanced by one job at a time
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(next_table, chunks)
+        while (table := job.result()) is not None:
+            job = pool.submit(next_table, chunks)
+            yield table
+            del table
 
 
 def _chunks(path: str, size: int, encoding: str):
@@ -329,7 +346,7 @@ def _block(batch: pa.RecordBatch, path: str, row: int, number: int, stamp: str, 
     n = batch.num_rows
     if n == 0:
         return
-    time = _times(batch.column(stamp))  # [n] int64 ns
+    time = _compact(batch.column(stamp), result)  # [n] int32 s from result.base, or int64 ns
     codes = np.full(n, number, np.int64) if result.folder else _codes(batch, result)  # [n] device numbers
     statics = [_static_codes(batch.column(name)) for name in result.static_columns]  # per column: ([n] int, texts)
     values = _readings(batch, result)  # [n, C] float32
@@ -349,13 +366,7 @@ def _block(batch: pa.RecordBatch, path: str, row: int, number: int, stamp: str, 
     if result.share is not None:
         owned = devices % result.share[1] == result.share[0]
         values = values[np.repeat(owned, counts)]
-    result.pieces.append(Piece(devices, ends, _compact(time, result), values, owned))
-
-
-def _times(column: pa.Array) -> np.ndarray:
-    if column.null_count:
-        raise Unsupported("a row without a timestamp")
-    return column.cast(pa.int64()).to_numpy()
+    result.pieces.append(Piece(devices, ends, time, values, owned))
 
 
 def _codes(batch: pa.RecordBatch, result: Stream) -> np.ndarray:
@@ -409,25 +420,34 @@ def _readings(batch: pa.RecordBatch, result: Stream) -> np.ndarray:
     intake = result.intake
     values = np.empty((batch.num_rows, len(result.columns)), np.float32)
     for c, name in enumerate(result.columns):
-        column = batch.column(name).to_numpy(zero_copy_only=False)  # [n] float64, NaN where empty
-        if intake.number_codes:
+        arrow = batch.column(name)
+        ends = pc.min_max(arrow)  # one pass in pyarrow; nulls (empty cells, text missing codes) left out
+        low, high = ends["min"].as_py(), ends["max"].as_py()
+        column = arrow.to_numpy(zero_copy_only=False)  # [n] float64, NaN where empty
+        if intake.number_codes and pc.any(pc.is_in(arrow, value_set=pa.array(intake.number_codes, pa.float64()))).as_py():
             hits = np.isin(column, intake.number_codes)
-            if hits.any():
-                column = np.where(hits, np.nan, column)
-                intake.coded[name] += int(hits.sum())
-        infinite = np.isinf(column)
-        if infinite.any():
+            column = np.where(hits, np.nan, column)
+            intake.coded[name] += int(hits.sum())
+            low, high = _ends(column)
+        if low is not None and (np.isinf(low) or np.isinf(high)):
             if intake.spec.nonfinite != "missing":
                 raise Unsupported("an infinite value")
+            infinite = np.isinf(column)
             column = np.where(infinite, np.nan, column)
             intake.nonfinite[name] += int(infinite.sum())
-        present = ~np.isnan(column)
-        result.counts[c] += int(present.sum())
-        if present.any():
-            result.largest[c] = max(result.largest[c], float(np.max(np.abs(column[present]))))
+            low, high = _ends(column)
+        result.counts[c] += len(column) - int(np.count_nonzero(np.isnan(column)))
+        if low is not None and np.isfinite(low):
+            result.largest[c] = max(result.largest[c], abs(float(low)), abs(float(high)))
         with np.errstate(over="ignore"):  # too large for float32: refused on the whole-table path (largest)
             values[:, c] = column
     return values
+
+
+def _ends(column: np.ndarray) -> tuple[float | None, float | None]:
+    """(smallest, largest) value of a column, (None, None) where it holds none."""
+    present = column[~np.isnan(column)]
+    return (float(present.min()), float(present.max())) if len(present) else (None, None)
 
 
 def _check_text(batch: pa.RecordBatch, path: str, row: int, result: Stream) -> None:
@@ -456,12 +476,17 @@ def _check_text(batch: pa.RecordBatch, path: str, row: int, result: Stream) -> N
             cell.count += int(present.sum())
 
 
-def _compact(time: np.ndarray, result: Stream) -> np.ndarray:
-    """[n] int32 seconds from result.base where every timestamp is a whole second within 68 years of it, else the int64 ns."""
-    seconds, rest = np.divmod(time, _NS)
+def _compact(column: pa.Array, result: Stream) -> np.ndarray:
+    """[n] int32 seconds from result.base where every timestamp is a whole second within 68 years of it, else int64 ns."""
+    if column.null_count:
+        raise Unsupported("a row without a timestamp")
+    try:
+        seconds = column.cast(pa.timestamp("s", tz=column.type.tz)).cast(pa.int64())  # refuses to drop a fraction of a second
+    except pa.ArrowInvalid:
+        return column.cast(pa.int64()).to_numpy()
     if result.base is None:
-        result.base = int(seconds[0])
-    seconds -= result.base
-    if rest.any() or seconds.min() < np.iinfo(np.int32).min or seconds.max() > np.iinfo(np.int32).max:
-        return time
-    return seconds.astype(np.int32)
+        result.base = seconds[0].as_py()
+    ends = pc.min_max(seconds)
+    if ends["min"].as_py() - result.base < np.iinfo(np.int32).min or ends["max"].as_py() - result.base > np.iinfo(np.int32).max:
+        return column.cast(pa.int64()).to_numpy()
+    return np.subtract(seconds.to_numpy(), result.base, out=np.empty(len(seconds), np.int32), casting="unsafe")
