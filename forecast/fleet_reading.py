@@ -1,24 +1,26 @@
-"""Fleet reading in blocks: a fleet export -> compact pieces of rows sorted by device, never the whole file as one table.
+"""Fleet reading in pieces: a fleet export -> compact pieces of rows sorted by device, never the whole file as one table.
 
-`stream(spec, report, id_columns, static_columns, folder, share)` reads every file with pyarrow's
-streaming CSV reader (`pyarrow.csv.open_csv`), in blocks of about `block_bytes`, with what
+`stream(spec, report, id_columns, static_columns, folder, share)` reads every file in pieces of 1/64
+of it (1 MB to `block_bytes`, cut at line ends: `_chunks`), each parsed by pyarrow
+(`pyarrow.csv.read_csv`, the next piece in a second thread while this one is compacted), with what
 forecast/reading.py decides for the whole-table path: the encoding (forecast/sniff.py), the header
-and its timestamp column, the separator and decimal mark, the missing-value codes (text codes and
-pandas' defaults as null values; numeric codes replaced after parsing), infinite values
-(data.nonfinite). Each block, as it arrives, becomes a `Piece`:
+and its timestamp column, the separator and decimal mark, the column types (inferred on the file's
+first MB), the missing-value codes (text codes and pandas' defaults as null values; numeric codes
+replaced after parsing), infinite values (data.nonfinite). Each piece, as it arrives, becomes a
+`Piece`:
 
-    devices [k] int64   the device numbers in the block (numbered in order of first appearance), ascending
+    devices [k] int64   the device numbers in the piece (numbered in order of first appearance), ascending
     ends    [k] int64   the row after each device's last row (rows sorted by device, stably: each
                         device's rows keep their order in the file)
     time    [n] int32   seconds from `Stream.base` (int64 nanoseconds where they do not fit)
     values  [m, C] float32  the candidate reading columns, for the rows of devices this process owns
 
 so a row costs 12 bytes (4 + 2 x 4 for two readings) instead of the table's 30 or more, and the
-block itself is freed before the next one is parsed. With share=(rank, world) a process owns the
-devices whose number is rank modulo world (numbers are given in order of first appearance, which
-every process computes identically from the same files): it drops the readings of other devices
-block by block and keeps only their timestamps (4 bytes a row), which the fleet-wide facts need
-(each device's step, span and status: forecast/fleet.py).
+parsed piece is freed (and handed back to the system) before the next one is compacted. With
+share=(rank, world) a process owns the devices whose number is rank modulo world (numbers are given
+in order of first appearance, which every process computes identically from the same files): it
+drops the readings of other devices block by block and keeps only their timestamps (4 bytes a row),
+which the fleet-wide facts need (each device's step, span and status: forecast/fleet.py).
 
 The streaming path reads exactly what the whole-table path reads. Where it cannot, it raises
 `Unsupported` and load_fleet falls back to the whole-table path (forecast/reading.py), which
@@ -26,7 +28,8 @@ reads the file whole and names the file and line of any problem:
 
 - timestamps pyarrow does not parse by itself (not ISO 8601, two date/time columns, data.time_format),
   naive timestamps with data.timezone (localising needs the whole file's order), files mixing naive
-  timestamps and UTC offsets; data.thousands;
+  timestamps and UTC offsets; data.thousands; UTF-16 and UTF-32 files; a blank line before the header;
+  files of one fleet with different columns; a column of another type than numbers or text;
 - rows without a timestamp, id or static value, a header without rows, a column pandas and pyarrow
   name differently, a cell that is not a number in a reading column, a text column holding numbers;
 - every error that names a line or a cell (a repeated timestamp with data.duplicates=error, a grid
