@@ -84,6 +84,13 @@ class Piece:
     values: np.ndarray  # [m, C] float32: rows of owned devices only
     owned: np.ndarray | None  # [k] bool: devices whose readings are kept; None: every device
 
+    def without(self, high: int) -> Piece:
+        """A copy of this piece without the devices below `high`."""
+        _, a, _, r0 = self.rows(0, high)  # devices and rows below `high`
+        v0 = r0 if self.owned is None else int(np.sum(np.diff(np.r_[0, self.ends[:a]]) * self.owned[:a]))  # values of devices < high
+        owned = None if self.owned is None else self.owned[a:].copy()
+        return Piece(self.devices[a:].copy(), self.ends[a:] - r0, self.time[r0:].copy(), self.values[v0:].copy(), owned)
+
     def rows(self, low: int, high: int) -> tuple[int, int, int, int]:
         """(first device, end device, first row, end row) of devices low..high-1 in this piece."""
         a, b = np.searchsorted(self.devices, [low, high])
@@ -164,10 +171,21 @@ class Stream:
         return np.concatenate(codes), np.concatenate(times), np.concatenate(readings) if values else None
 
     def free(self, high: int) -> None:
-        """Drops the pieces whose devices are all below `high` (already in the stack), and hands their memory back."""
-        done = [piece is not None and piece.devices[-1] < high for piece in self.pieces]
-        if any(done):
-            self.pieces = [None if gone else piece for piece, gone in zip(self.pieces, done)]
+        """Drops the rows of devices below `high` (already in the stack) and hands their memory back.
+
+        A piece goes when all its devices are done; a piece at least half done is copied without
+        them (each row is copied at most about once in all), so that a file sorted by time, whose
+        every piece holds every device, frees its pieces as the stack fills too.
+        """
+        changed = False
+        for i, piece in enumerate(self.pieces):
+            if piece is None or piece.devices[0] >= high:
+                continue
+            if piece.devices[-1] < high:
+                self.pieces[i], changed = None, True
+            elif 2 * piece.rows(0, high)[3] >= len(piece.time):
+                self.pieces[i], changed = piece.without(high), True
+        if changed:
             _trim()
 
 

@@ -138,13 +138,15 @@ def same_fleet(a, b) -> None:
 
 
 def streamed_only(monkeypatch) -> None:
-    """From here on load_fleet has no whole-table fallback: a file the streamed path would not read fails the test."""
+    """From here on load_fleet has no whole-table fallback (a file the streamed path would not read fails the test), and
+    handles devices in groups of a few hundred rows, so that pieces are freed or cut while the stack fills."""
     from forecast import fleet as module
 
     def refuse(*args):
         raise AssertionError("the streamed path fell back to the whole-table path")
 
     monkeypatch.setattr(module, "_whole_table", refuse)
+    monkeypatch.setattr(module, "_GROUP_ROWS", 300)
 
 
 @pytest.mark.parametrize("block_bytes", [1 << 10, 1 << 20])  # blocks of ~25 rows (boundaries inside every device), whole files
