@@ -387,6 +387,7 @@ def _streamed(read: fleet_reading.Stream, offset, need: int) -> Fleet:
     columns = _stream_columns(read)
     ids, tz = read.ids(), ((spec.timezone or "UTC") if read.aware else None)
     static = pd.DataFrame({name: [values[c] for values in read.static] for c, name in enumerate(read.static_columns)}, dtype=object)
+    static = static if read.static_columns else None  # [D] one value per device and static column
     groups = read.groups(max(_GROUP_ROWS, sum(read.rows) // 256))  # a group's sort and merge copies stay small beside the stack
     table = pd.DataFrame({c: ids[c].to_numpy() for c in ids.columns})
     first, last, own, gaps = _survey(read, groups, table, spec)
@@ -405,23 +406,7 @@ def _streamed(read: fleet_reading.Stream, offset, need: int) -> Fleet:
     use = [read.columns.index(name) for name in columns]
     _fill(read, groups, table, origin, step, kept, start, stack, use, spec)
     intake.report.duplicates = int(table["duplicates"].sum())
-    return _fleet(
-        stack,
-        start,
-        length,
-        kept,
-        whole,
-        table,
-        origin,
-        step,
-        span,
-        tz,
-        ids,
-        static if read.static_columns else None,
-        spec,
-        report,
-        columns,
-    )
+    return _fleet(stack, start, length, kept, whole, table, origin, step, span, tz, ids, static, spec, report, columns)
 
 
 def _stream_columns(read: fleet_reading.Stream) -> list[str]:
