@@ -5,10 +5,12 @@ Protocol. For each size N a fleet of N devices x `--days` days of hourly reading
 quarter of the devices installed late, 2-6 outages each, stuck meters) into `--dir`, and measured
 in fresh processes (benchmarks/process.py), so each one's peak memory is its own:
 
-- ingest: `forecast.fleet.load_fleet` (reading, per-device regularisation, stuck values, gaps: the
-  fleet data module's first step) against `pandas.read_csv(path, engine="pyarrow")` on the same
-  file, which parses and checks nothing; alternating, median of `--repeats`. Memory: the process's
-  peak RSS (VmHWM) above its RSS after imports, against the float32 readings (rows x 2 x 4 bytes);
+- ingest: `forecast.fleet.load_fleet` (reading, streamed in pieces by forecast/fleet_reading.py;
+  per-device regularisation, stuck values, gaps: the fleet data module's first step; the JSON's
+  `ours_reader` says the streamed path was taken, not its whole-table fallback) against
+  `pandas.read_csv(path, engine="pyarrow")` on the same file, which parses and checks nothing;
+  alternating, median of `--repeats`. Memory: the process's peak RSS (VmHWM) above its RSS after
+  imports, against the float32 readings (rows x 2 x 4 bytes);
 - train: the fleet data module (`forecast.fleet_datamodule.FleetDataModule`, L = `--lookback`,
   H = `--horizon`, batch `--batch`): its windows per split and build time; then training steps of
   the GRU of conf/model/gru.yaml through Lightning, alternating `--rounds` rounds of `--steps`
@@ -76,12 +78,24 @@ def child_ingest(reader: str, path: str, need: int) -> None:
     base, cpu, start = status_mb("VmRSS"), time.process_time(), time.perf_counter()
     if reader == "ours":
         fleet = load_fleet(spec(path), ["device"], need)
-        rows, devices = int(fleet.report.devices["readings"].sum()), len(fleet)
+        rows, devices, path_taken = int(fleet.report.devices["readings"].sum()), len(fleet), fleet.report.reader
     else:
         frame = pd.read_csv(path, engine="pyarrow")
-        rows, devices = len(frame), frame["device"].nunique()
+        rows, devices, path_taken = len(frame), frame["device"].nunique(), "pandas"
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    print(json.dumps({"seconds": seconds, "cpu_s": cpu, "rows": rows, "devices": devices, "base_mb": base, "peak_mb": status_mb("VmHWM")}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu_s": cpu,
+                "rows": rows,
+                "devices": devices,
+                "base_mb": base,
+                "peak_mb": status_mb("VmHWM"),
+                "reader": path_taken,
+            }
+        )
+    )
 
 
 class StepTimes:
@@ -220,6 +234,7 @@ def ingest(path: Path, need: int, repeats: int) -> dict:
         "ours_peak_above_imports_mb": ours["peak_mb"] - ours["base_mb"],
         "pandas_peak_above_imports_mb": pandas["peak_mb"] - pandas["base_mb"],
         "memory_vs_float32": (ours["peak_mb"] - ours["base_mb"]) / readings_mb,
+        "ours_reader": runs["ours"][0]["reader"],  # "streamed" (forecast/fleet_reading.py) or "whole table" (its fallback)
         "all_ours_s": [r["seconds"] for r in runs["ours"]],
         "all_pandas_s": [r["seconds"] for r in runs["pandas"]],
     }

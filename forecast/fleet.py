@@ -7,9 +7,16 @@
 - a folder with one CSV per device (timestamp and reading columns); the file name (without .csv)
   is the id, under the first name of `data.series_column`.
 
-Files are read by forecast/reading.py (file sniffing, encodings, timestamps, numbers, missing codes,
-infinite values: every bad-input rule of a single series holds). Then, vectorised over the whole
-fleet (one sort by device and time; no per-device pandas work):
+Files are streamed in pieces by forecast/fleet_reading.py, with the decisions of forecast/reading.py
+(file sniffing, encodings, header, timestamps, numbers, missing codes, infinite values): each piece
+of rows is compacted as it arrives (rows sorted by device; timestamps as int32 seconds, readings as
+float32: 12 bytes a row for two readings), so the whole file is never held as a table. Where a file
+needs what only reading.py does (timestamps in other formats, text to parse as numbers, ...; see
+fleet_reading's docstring) or an error must name a line, the files are read whole by reading.py
+instead (`_whole_table`), with the same results. Then, vectorised over a group of devices at a time
+(a sort by device and time only where the rows are not in order; no per-device pandas work), in two
+passes: a survey of every device's timestamps (steps 1-4), then the stack filled group by group while
+the pieces are freed (steps 1-3 again, with the readings; step 5 on the stack):
 
 1. rows of one device sharing a timestamp are merged by data.duplicates (error names the lines);
 2. each device's step is inferred (the most common one between its readings); with data.freq=null
@@ -31,7 +38,10 @@ Interface (what later stages use):
     Fleet.start, Fleet.length, Fleet.first  [D] int64: first row, rows, first timestamp (ns, UTC)
     Fleet.step (ns), Fleet.freq ("1h"), Fleet.tz, Fleet.ids (DataFrame [D], one column per id column)
     Fleet.span: (first, last + step) ns of the whole fleet; with load_fleet(share=(rank, world)) a
-                   process holds only its share of devices but the same span (the same cuts)
+                   process holds only its share of devices (those numbered rank modulo world, in order of
+                   first appearance; the others' readings are dropped block by block as they are parsed,
+                   only their timestamps kept) but the same span (the same cuts) and the same status for
+                   every device in the report; the report's cleaning counts cover its own devices
     Fleet.static (DataFrame [D], data.static_columns as text, or None), Fleet.static_values (each static
                    column's values over every kept device of the whole fleet, sorted)
     Fleet.rows_before(stamp_ns) [D], Fleet.frame(d) (device d as a regular DataFrame), Fleet.index(d)
@@ -45,18 +55,20 @@ in `FleetReport.devices` (status column).
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from forecast import reading, regular
+from forecast import fleet_reading, reading, regular
 from forecast.errors import InputError
 from forecast.frame import CsvSpec, DataReport, _find_files, check_spec
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _WORST = 5  # devices named in the report's worst-offender lines
 _NAMED = 10  # devices left out named by id before a count
+_GROUP_ROWS = 1 << 16  # the fewest rows a group of devices of the streamed path holds
 
 
 @dataclass
@@ -72,6 +84,7 @@ class FleetReport:
     data: DataReport
     devices: pd.DataFrame = field(default_factory=pd.DataFrame)
     id_columns: list[str] = field(default_factory=list)
+    reader: str = "streamed"  # or "whole table": the path that read the files (module docstring)
 
     @property
     def freq(self) -> str:
@@ -193,15 +206,26 @@ def static_names(value) -> list[str]:
 
 
 def load_fleet(
-    spec: CsvSpec, id_columns: list[str], need: int, share: tuple[int, int] | None = None, static_columns: list[str] = ()
+    spec: CsvSpec,
+    id_columns: list[str],
+    need: int,
+    share: tuple[int, int] | None = None,
+    static_columns: list[str] = (),
+    *,
+    whole: bool = False,
+    block_bytes: int = fleet_reading.BLOCK_BYTES,
 ) -> Fleet:
     """Reads a fleet (long file(s) or a folder with one file per device); see the module docstring.
 
     static_columns: columns constant per device (site, model, ...), read as text like the ids and kept
     aside (not readings); a column whose value changes within a device is an error naming both.
 
-    share: (rank, world): keep only every world-th kept device from the rank-th (a DDP rank's share);
-    the report and Fleet.span still describe the whole fleet, so every rank cuts at the same timestamps.
+    share: (rank, world): keep only the devices numbered rank modulo world (devices are numbered in
+    order of first appearance); the report, Fleet.span and Fleet.static_values still describe the whole
+    fleet, so every rank cuts at the same timestamps.
+
+    whole: read every file whole (forecast/reading.py) instead of in blocks of `block_bytes`
+    (forecast/fleet_reading.py); the streamed path falls back to it by itself where it must.
     """
     offset = check_spec(spec)
     if spec.layout != "wide":
@@ -212,11 +236,26 @@ def load_fleet(
     if offset is not None and not isinstance(offset, pd.offsets.Tick):
         raise InputError(f"data.freq={spec.freq!r}: a fleet needs a fixed step (e.g. 15min, 1h, 1D), not a calendar one.")
     folder = os.path.isdir(spec.path)
-    report = DataReport(files=_find_files(spec.path), duplicate_policy=spec.duplicates, overlap_policy=spec.overlap)
+    files = _find_files(spec.path)
     static_columns = static_names(static_columns)
     twice = [c for c in static_columns if c in id_columns]
     if twice:
         raise InputError(f"data.static_columns: '{twice[0]}' is an id column (data.series_column).\nLeave it out of data.static_columns.")
+    if share is not None and not 0 <= share[0] < share[1]:
+        raise ValueError(f"share={share}: a rank from 0 to world - 1")
+    if not whole:
+        report = DataReport(files=files, duplicate_policy=spec.duplicates, overlap_policy=spec.overlap)
+        try:
+            read = fleet_reading.stream(spec, report, id_columns, static_columns, folder, share, block_bytes)
+            return _streamed(read, offset, need)
+        except fleet_reading.Unsupported:
+            pass  # what only the whole-table path reads, or an error that names a line: read it whole (fleet_reading's docstring)
+    report = DataReport(files=files, duplicate_policy=spec.duplicates, overlap_policy=spec.overlap)
+    return _whole_table(spec, report, folder, id_columns, static_columns, offset, need, share)
+
+
+def _whole_table(spec, report, folder, id_columns, static_columns, offset, need, share) -> Fleet:
+    """The fleet from every file read whole by forecast/reading.py, vectorised over every reading at once."""
     intake = reading.read(spec, report, ids=([] if folder else id_columns) + static_columns)
     data = intake.data()
     columns = intake.columns(data)
@@ -238,7 +277,8 @@ def load_fleet(
                 f"'{path}' line {line}, column '{reading.shown(name)}': {value:g} is too large for the network's float32.\n"
                 "Fix the value, or rescale the column to smaller units."
             )
-    time = data.index.asi8
+    values = values.astype(np.float32)  # [N, C] as the stack holds them (and as the streamed path merges them)
+    time = data.index.asi8  # [N] ns
     tz = None if data.index.tz is None else str(data.index.tz)
     del data
     intake.parts.clear()  # the frames read are no longer needed (messages from here on use intake.sources): free them
@@ -266,28 +306,7 @@ def load_fleet(
     table["inserted"] = table["rows"] - np.diff(np.r_[new, len(codes)])  # grid steps without a reading
     _check_grids(table, intake, position[np.r_[new[1:], len(codes)] - 1], step, list(ids.columns))
 
-    freq = _freq_text(step)
-    status = np.full(devices, "kept", dtype=object)
-    wrong = own != step if offset is None else own > step
-    status[wrong] = [f"reads every {_freq_text(s)}, not every {freq}" for s in own[wrong]]
-    short = (table["rows"].to_numpy() < need) & ~wrong
-    status[short] = f"fewer than lookback + horizon = {need} steps"
-    table["status"] = status
-    kept = np.flatnonzero(status == "kept")
-    report.freq = freq
-    if not len(kept):
-        raise InputError(
-            f"'{spec.path}': no device is left: {len(table):,} devices, {int(wrong.sum()):,} at another step than {freq}, "
-            f"{int(short.sum()):,} shorter than lookback + horizon = {need} steps.\nLower data.lookback / data.horizon, or set data.freq.",
-            context=FleetReport(report, table, list(ids.columns)).lines(),
-        )
-
-    span = (int(origin[kept].min()), int((origin[kept] + table["rows"].to_numpy()[kept] * step).max()))  # the whole fleet's
-    whole = kept  # every kept device, before a process takes its share: the static columns' values
-    if share is not None:
-        kept = kept[share[0] :: share[1]]
-        if not len(kept):
-            raise InputError(f"'{spec.path}': {share[1]} processes share a fleet of {len(table):,} devices; some would have none.")
+    kept, whole, span = _choose_devices(table, own, step, offset, origin, need, share, spec, report, list(ids.columns))
     length = table["rows"].to_numpy()[kept]
     start = 1 + np.r_[0, np.cumsum(length + 1)[:-1]]  # a NaN row before every device
     at = np.full(devices, -1, np.int64)
@@ -301,6 +320,42 @@ def load_fleet(
         use = np.isin(codes, kept)
         stack[rows[use]] = values[use]
     del values, rows, slot, between
+    fleet = _fleet(stack, start, length, kept, whole, table, origin, step, span, tz, ids, static, spec, report, columns)
+    fleet.report.reader = "whole table"
+    return fleet
+
+
+def _choose_devices(table, own, step, offset, origin, need, share, spec, report, id_columns) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Each device's status into the table; (this process's kept devices, every kept device, the fleet's span) or InputError."""
+    devices, freq = len(table), _freq_text(step)
+    status = np.full(devices, "kept", dtype=object)
+    wrong = own != step if offset is None else own > step
+    status[wrong] = [f"reads every {_freq_text(s)}, not every {freq}" for s in own[wrong]]
+    short = (table["rows"].to_numpy() < need) & ~wrong
+    status[short] = f"fewer than lookback + horizon = {need} steps"
+    table["status"] = status
+    kept = np.flatnonzero(status == "kept")
+    report.freq = freq
+    if not len(kept):
+        raise InputError(
+            f"'{spec.path}': no device is left: {len(table):,} devices, {int(wrong.sum()):,} at another step than {freq}, "
+            f"{int(short.sum()):,} shorter than lookback + horizon = {need} steps.\nLower data.lookback / data.horizon, or set data.freq.",
+            context=FleetReport(report, table, id_columns).lines(),
+        )
+    span = (int(origin[kept].min()), int((origin[kept] + table["rows"].to_numpy()[kept] * step).max()))  # the whole fleet's
+    whole = kept  # every kept device, before a process takes its share: the static columns' values
+    if share is not None:
+        kept = kept[kept % share[1] == share[0]]  # devices numbered rank modulo world (fleet_reading.py drops the others' readings)
+        if not len(kept):
+            raise InputError(
+                f"'{spec.path}': {share[1]} processes share a fleet of {len(table):,} devices ({len(whole):,} kept); process {share[0]} "
+                f"owns none of the kept ones.\nUse fewer processes (trainer.devices), or lower data.lookback / data.horizon."
+            )
+    return kept, whole, span
+
+
+def _fleet(stack, start, length, kept, whole, table, origin, step, span, tz, ids, static, spec, report, columns) -> Fleet:
+    """The stack cleaned (stuck values, gaps) and wrapped with its devices and report."""
     _clean(stack, start, length, kept, table, step, spec, report, columns, list(ids.columns))
     report.start, report.end = str(table["first"].iloc[kept].min()), str(table["last"].iloc[kept].max())
     report.rows, report.grid_steps = int(length.sum()), int(length.sum())
@@ -312,7 +367,7 @@ def load_fleet(
         first=origin[kept],
         step=step,
         span=span,
-        freq=freq,
+        freq=report.freq,
         tz=tz,
         ids=ids.iloc[kept].reset_index(drop=True),
         targets=report.targets,
@@ -321,6 +376,143 @@ def load_fleet(
         static=None if static is None else static.iloc[kept].reset_index(drop=True),
         static_values=[] if static is None else [sorted(set(static[c].iloc[whole])) for c in static.columns],
     )
+
+
+# --- the streamed path: the pieces of forecast/fleet_reading.py, a group of devices at a time ----------------------------
+
+
+def _streamed(read: fleet_reading.Stream, offset, need: int) -> Fleet:
+    """The fleet from a Stream: a survey of every device (pass 1), then the stack filled group by group (pass 2)."""
+    intake, spec, report = read.intake, read.intake.spec, read.intake.report
+    columns = _stream_columns(read)
+    ids, tz = read.ids(), ((spec.timezone or "UTC") if read.aware else None)
+    static = pd.DataFrame({name: [values[c] for values in read.static] for c, name in enumerate(read.static_columns)}, dtype=object)
+    static = static if read.static_columns else None  # [D] one value per device and static column
+    groups = read.groups(max(_GROUP_ROWS, sum(read.rows) // 256))  # a group's sort and merge copies stay small beside the stack
+    table = pd.DataFrame({c: ids[c].to_numpy() for c in ids.columns})
+    first, last, own, gaps = _survey(read, groups, table, spec)
+    step, own = _fleet_step(own, table["readings"].to_numpy(), gaps, offset)
+    origin = first if offset is None else first - np.mod(first, step)
+    table["first"], table["last"] = _stamps(first, tz), _stamps(last, tz)
+    table["rows"] = (last - origin) // step + 1
+    table["inserted"] = 0  # filled in pass 2
+    if (table["rows"].to_numpy() > spec.max_grid_factor * table["readings"].to_numpy() + regular._GRID_SLACK).any():
+        raise fleet_reading.Unsupported("a grid too long")  # the whole-table path names the line of its last reading
+    kept, whole, span = _choose_devices(table, own, step, offset, origin, need, read.share, spec, report, list(ids.columns))
+    length = table["rows"].to_numpy()[kept]
+    start = 1 + np.r_[0, np.cumsum(length + 1)[:-1]]  # a NaN row before every device
+    stack = np.empty((int(start[-1] + length[-1] + 1), len(columns)), np.float32)  # [R, C] pages committed as devices are filled
+    stack[[0, -1]] = np.nan
+    use = [read.columns.index(name) for name in columns]
+    _fill(read, groups, table, origin, step, kept, start, stack, use, spec)
+    intake.report.duplicates = int(table["duplicates"].sum())
+    return _fleet(stack, start, length, kept, whole, table, origin, step, span, tz, ids, static, spec, report, columns)
+
+
+def _stream_columns(read: fleet_reading.Stream) -> list[str]:
+    """Targets + covariates chosen as reading.Intake.columns does; a problem it names with a line is the whole-table path's."""
+    numbers = dict(zip(read.columns, read.counts.tolist()))
+    counts = pd.Series([numbers.get(name, 0) for name in read.order], index=read.order, dtype="int64")  # file order, as Intake.columns
+    try:
+        columns = read.intake.choose(counts)
+    except InputError:
+        raise fleet_reading.Unsupported("a column error") from None
+    bound = np.sqrt(np.finfo(np.float64).max / max(len(columns), 1)) / 4  # regular._check_magnitude's
+    if any(read.largest[read.columns.index(name)] > min(bound, _FLOAT32_MAX / 16) for name in columns):
+        raise fleet_reading.Unsupported("a value too large")
+    return columns
+
+
+def _survey(read, groups, table, spec) -> tuple[np.ndarray, np.ndarray, np.ndarray, Counter]:
+    """Pass 1 over the timestamps: duplicates and readings into the table; [D] first, last timestamp, own step (0: one reading); gaps."""
+    devices = read.devices
+    duplicates, readings = np.zeros(devices, np.int64), np.zeros(devices, np.int64)
+    first, last, own = np.zeros(devices, np.int64), np.zeros(devices, np.int64), np.zeros(devices, np.int64)
+    gaps = Counter()  # gap (ns) -> how often, over the whole fleet
+    for low, high in groups:
+        codes, time, _ = read.gather(low, high, values=False)  # [n], [n]
+        codes, time, _ = _in_order(codes - low, time, None)
+        same = _same(codes, time)
+        if same.any() and spec.duplicates == "error":
+            raise fleet_reading.Unsupported("a repeated timestamp")  # the whole-table path names both lines
+        duplicates[low:high] = np.bincount(codes[same], minlength=high - low)
+        codes, time = codes[~same], time[~same]
+        new = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])  # first reading of each device
+        readings[low:high] = np.diff(np.r_[new, len(codes)])
+        first[low:high], last[low:high] = time[new], time[np.r_[new[1:], len(codes)] - 1]
+        own[low:high] = _own_steps(codes, time, high - low, gaps)
+    table["duplicates"], table["readings"] = duplicates, readings
+    return first, last, own, gaps
+
+
+def _fill(read, groups, table, origin, step, kept, start, stack, use, spec) -> None:
+    """Pass 2: each group's readings merged, put on its devices' grids and into the stack; inserted into the table; pieces freed."""
+    at = np.full(read.devices, -1, np.int64)
+    at[kept] = start
+    rows, inserted = table["rows"].to_numpy(), np.zeros(read.devices, np.int64)
+    for low, high in groups:
+        codes, time, values = read.gather(low, high, values=True)  # [n], [n], [n, C']
+        codes, time, values = _in_order(codes, time, values[:, use])
+        same = _same(codes, time)
+        codes, time, values = _merge(codes, time, values, same, spec.duplicates)
+        slot, between = np.divmod(time - origin[codes], step)  # grid step of each reading, per device; readings off the grid
+        repeated = _same(codes, slot)
+        if between.any() or repeated.any():  # readings between grid points
+            codes, slot, values = _merge(codes, slot, values, repeated, spec.aggregation)
+        inserted[low:high] = rows[low:high] - np.bincount(codes - low, minlength=high - low)  # grid steps without a reading
+        mine = np.flatnonzero(at[low:high] >= 0) + low  # this process's kept devices in the group: consecutive in the stack
+        if len(mine):
+            stack[at[mine[0]] - 1 : at[mine[-1]] + rows[mine[-1]] + 1] = np.nan
+            place = at[codes] + slot  # [n] the reading's row in the stack; < 0: a device left out
+            put = at[codes] >= 0
+            stack[place[put]] = values[put]
+        read.free(high)
+    table["inserted"] = inserted
+
+
+def _in_order(codes: np.ndarray, time: np.ndarray, values: np.ndarray | None):
+    """Rows sorted by device, then time (stably: repeats keep their order in the files)."""
+    backwards = np.diff(time) < 0
+    if not ((np.diff(codes) < 0).any() or (backwards & (codes[1:] == codes[:-1])).any()):
+        return codes, time, values
+    order = np.lexsort((time, codes))
+    return codes[order], time[order], None if values is None else values[order]
+
+
+def _same(codes: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """[n] rows (sorted by device and key) that repeat the previous row's device and key."""
+    return np.r_[False, (codes[1:] == codes[:-1]) & (key[1:] == key[:-1])]
+
+
+def _own_steps(codes: np.ndarray, time: np.ndarray, devices: int, gaps: Counter) -> np.ndarray:
+    """[devices] each device's most common step (0 for a single reading), as _steps finds it; the gaps counted into `gaps`."""
+    inside = codes[1:] == codes[:-1]
+    if not inside.any():
+        return np.zeros(devices, np.int64)
+    between, owner = np.diff(time)[inside], codes[1:][inside]  # a gap belongs to its later reading's device
+    counts = pd.Series(between).value_counts()
+    gaps.update(dict(zip(counts.index.tolist(), counts.tolist())))
+    common = int(counts.index[0])
+    hits = np.bincount(owner, weights=between == common, minlength=devices)
+    total = np.bincount(owner, minlength=devices)
+    own = np.where(2 * hits > total, common, 0)  # a majority is the device's most common step, whichever step is tried
+    for d in np.flatnonzero((2 * hits <= total) & (total > 0)):  # the few devices where it is not a majority
+        own[d] = int(pd.Series(between[owner == d]).value_counts().index[0])
+    return own
+
+
+def _fleet_step(own: np.ndarray, readings: np.ndarray, gaps: Counter, offset) -> tuple[int, np.ndarray]:
+    """The fleet's step (ns) and each device's own ([D]; a single reading's is the fleet's most common gap), as _steps finds them."""
+    given = None if offset is None else offset.nanos
+    if not gaps:
+        if given is None:
+            raise fleet_reading.Unsupported("every device has a single reading")  # the whole-table path's error
+        return given, np.full(len(own), given)
+    own[readings == 1] = given or max(gaps, key=gaps.get)
+    if given is not None:
+        return given, own
+    steps, counts = np.unique(own, return_counts=True)  # the fleet's step: the one most devices read at
+    return int(steps[np.argmax(counts)]), own
 
 
 def _device_codes(intake: reading.Intake, folder: bool, id_columns: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
@@ -378,7 +570,7 @@ def _sorted(codes: np.ndarray, time: np.ndarray) -> bool:
 def _merge_repeats(codes, key, values, position, intake, ids, devices, policy):
     """Rows of one device sharing `key` (a timestamp, or a grid step) merged by data.duplicates or data.aggregation."""
     spec = intake.spec
-    same = np.r_[False, (codes[1:] == codes[:-1]) & (key[1:] == key[:-1])]  # rows sorted by device and key
+    same = _same(codes, key)  # rows sorted by device and key
     per_device = np.bincount(codes[same], minlength=devices)
     if not same.any():
         return codes, key, values, position, per_device
@@ -393,13 +585,21 @@ def _merge_repeats(codes, key, values, position, intake, ids, devices, policy):
         )
     if policy == "duplicates":
         intake.report.duplicates = int(same.sum())
+    codes, key, values = _merge(codes, key, values, same, how)
+    return codes, key, values, position[~same], per_device
+
+
+def _merge(codes: np.ndarray, key: np.ndarray, values: np.ndarray, same: np.ndarray, how: str):
+    """Rows marked `same` (repeating the previous row's device and key) merged into it by `how` (mean, sum, first, ...)."""
+    if not same.any():
+        return codes, key, values
     values = values if values.flags.writeable else np.array(values)  # pandas may hand out the block read-only
     involved = same | np.r_[same[1:], False]  # every row of a group of repeats
     group = np.cumsum(~same[involved]) - 1
     merged = pd.DataFrame(values[involved]).groupby(group)
     values[np.flatnonzero(involved & ~same)] = (merged.sum(min_count=1) if how == "sum" else merged.agg(how)).to_numpy(dtype=np.float64)
     keep = ~same
-    return codes[keep], key[keep], values[keep], position[keep], per_device
+    return codes[keep], key[keep], values[keep]
 
 
 def _steps(codes: np.ndarray, time: np.ndarray, devices: int, given: int | None) -> tuple[int, np.ndarray]:
@@ -447,9 +647,9 @@ def _clean(stack, start, length, kept, table, step, spec, report, columns, id_co
     devices = len(table)
     stuck = np.zeros(devices, np.int64)
     if spec.stuck_steps is not None:
-        before = np.add.reduceat(np.isnan(stack).sum(axis=1), start)  # [D] NaN cells from each device's start to the next
+        before = _nan_cells(stack, start)  # [D] NaN cells from each device's start to the next
         regular._mask_stuck(stack.T, spec, report)  # the NaN rows between devices end every run
-        stuck[kept] = np.add.reduceat(np.isnan(stack).sum(axis=1), start) - before
+        stuck[kept] = _nan_cells(stack, start) - before
     interpolated, masked, longest = np.zeros(devices, np.int64), np.zeros(devices, np.int64), np.zeros(devices, np.int64)
     ends = start + length  # the NaN row after each device
     for c, name in enumerate(columns):
@@ -476,6 +676,12 @@ def _clean(stack, start, length, kept, table, step, spec, report, columns, id_co
     table["interpolated"], table["masked"], table["stuck"], table["longest_gap"] = interpolated, masked, stuck, longest
     report.values_interpolated, report.values_masked, report.stuck_values = int(interpolated.sum()), int(masked.sum()), int(stuck.sum())
     report.longest_gap = None
+
+
+def _nan_cells(stack: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """[D] NaN cells of the stack from each device's first row to the next device's (one byte a row held, not eight)."""
+    per_row = np.isnan(stack).sum(axis=1, dtype=np.uint8 if stack.shape[1] < 256 else np.int64)  # [R]
+    return np.add.reduceat(per_row, start, dtype=np.int64)
 
 
 def _stamps(ns: np.ndarray, tz: str | None) -> pd.DatetimeIndex:

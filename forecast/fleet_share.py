@@ -4,11 +4,18 @@ the few collectives that combine the processes' figures.
 With trainer=ddp (any number of nodes and devices) every process builds its own fleet data module
 (forecast/fleet_datamodule.py) from `share(trainer, cfg)`: its global rank and the world size,
 known before Lightning launches anything, so it keeps, regularises, scales and windows only its
-own devices (`forecast.fleet.load_fleet`'s share: every device belongs to exactly one process), cut
-at the whole fleet's timestamps. Lightning's DistributedSampler would split each process's windows once
-more; `OwnShare` is a DistributedSampler, so Lightning leaves it in place, and it hands out this
-process's own windows: for training, as many per epoch as the process with the fewest has
-(`fewest`), because DDP's gradient all-reduce needs every process to take the same number of steps.
+own devices: those numbered rank modulo world_size, devices being numbered in the order they first
+appear in the export, which every process computes identically (`forecast.fleet.load_fleet`'s share).
+Every process parses the whole export, piece by piece (forecast/fleet_reading.py), and drops the
+other devices' readings from each piece as it arrives: it holds the readings of its own devices
+only, and the timestamps of all, so that the cut in time, each device's step and status and the
+static columns' values are the whole fleet's. A process whose share holds no kept device (a device
+too short, or at another step) is refused with a message.
+
+Lightning's DistributedSampler would split each process's windows once more; `OwnShare` is a
+DistributedSampler, so Lightning leaves it in place, and it hands out this process's own windows:
+for training, as many per epoch as the process with the fewest has (`fewest`), because DDP's
+gradient all-reduce needs every process to take the same number of steps.
 After training every process tests its own devices and `gather`s the small result to rank zero
 (forecast/fleet_evaluate.py), so no process ever holds the whole fleet.
 

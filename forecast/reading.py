@@ -146,8 +146,14 @@ class Intake:
         numbers (or are infinite) is an error unless it is left out by data.targets. Columns with
         no numbers at all are ignored, and said so in the report.
         """
+        return self.choose(_count_values(data, self.spec))
+
+    def choose(self, counts: pd.Series) -> list[str]:
+        """Targets + covariates from the numbers present per column (`counts`, in file order), as `columns` chooses them.
+
+        forecast/fleet_reading.py counts them block by block, without the whole table.
+        """
         spec, kind = self.spec, self.kind
-        counts = _count_values(data, spec)
         numeric = [name for name in counts.index if counts[name] > 0]
         unread = [name for name in counts.index if counts[name] == 0 and name in self.not_numbers]
         looks_numeric = [name for name in unread if _hint(str(self.not_numbers[name].value), spec)]
