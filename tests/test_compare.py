@@ -149,3 +149,11 @@ def test_small_data_keeps_the_most_recent_training_windows_and_nothing_else_chan
     assert (small.scaler.mean == full.scaler.mean).all()
     with pytest.raises(InputError, match="train_fraction"):
         config.build(node, train_fraction=0)
+
+
+def test_baselines_can_be_contenders_though_only_the_cells_have_a_search_space():
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        assert comparison.model_config("linear", []).network == "linear"
+        assert comparison.model_config("seasonal_naive", []).network == "seasonal_naive"
+        with pytest.raises(InputError, match="no model config 'transformer'"):
+            comparison.model_config("transformer", [])
