@@ -257,6 +257,9 @@ def _read_file(path: str, result: Stream, number: int) -> None:
     intake.report.rows_read += row
 
 
+THREADS = max(1, min(os.cpu_count() or 1, 8))  # a piece is cut into this many blocks, which pyarrow parses at once
+
+
 def _parsed(path: str, size: int, encoding: str, header: list[str], parse: csv.ParseOptions, convert: csv.ConvertOptions):
     """Each piece of the file (`_chunks`) parsed, the next one read and parsed in a second thread while the caller compacts this one."""
 
@@ -264,7 +267,7 @@ def _parsed(path: str, size: int, encoding: str, header: list[str], parse: csv.P
         chunk = next(chunks, None)
         if chunk is None:
             return None
-        options = csv.ReadOptions(column_names=header, block_size=len(chunk) + 1)  # one block: parallel blocks cost twice the CPU here
+        options = csv.ReadOptions(column_names=header, block_size=len(chunk) // THREADS + 1)  # a block per core, parsed in parallel
         return csv.read_csv(pa.py_buffer(chunk), read_options=options, parse_options=parse, convert_options=convert)
 
     chunks = _chunks(path, size, encoding)  # advanced by one job at a time
