@@ -464,7 +464,7 @@ def _fill(read, groups, table, origin, step, kept, start, stack, use, spec) -> N
         if len(mine):
             stack[at[mine[0]] - 1 : at[mine[-1]] + rows[mine[-1]] + 1] = np.nan
             row = at[codes]  # [n] the first row of the reading's device in the stack; -1: a device left out
-            put = slice(None) if row[0] >= 0 and row[-1] >= 0 and (row >= 0).all() else row >= 0
+            put = slice(None) if (row >= 0).all() else row >= 0  # every reading's device kept: no copy
             place = row[put] + slot[put]  # [n'] the reading's row in the stack
             columns = stack.shape[1]  # one flat assignment of every cell is faster than one of rows
             flat = (place[:, None] * columns + np.arange(columns)).ravel()  # [n' * C]
