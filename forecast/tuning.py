@@ -20,6 +20,7 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSw
 from hydra.core.utils import JobStatus
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -124,8 +125,13 @@ def load(storage: str, name: str) -> optuna.Study | None:
 # ---- the sweep (called by the Hydra sweeper plugin) -----------------------------------------------------
 
 
-def sweep(launcher, arguments: list[str], n_trials, n_jobs, storage, study_name, sampler, pruner, direction) -> None:
-    """Run trials until the study holds `n_trials` counted ones; every trial is one job of Hydra's launcher."""
+def sweep(
+    launcher, arguments: list[str], n_trials, n_jobs, storage, study_name, sampler, pruner, direction, defaults: DictConfig | None = None
+) -> None:
+    """Run trials until the study holds `n_trials` counted ones; every trial is one job of Hydra's launcher.
+
+    `defaults` is the composed training config: a new study's first trial is its settings (those the space holds).
+    """
     with reported():  # bad settings: `error: ...`, exit 2; Ctrl-C: the trial under way is told FAIL (interrupted)
         if not isinstance(n_trials, int) or n_trials < 1 or not isinstance(n_jobs, int) or n_jobs < 1:
             raise InputError(f"hydra.sweeper.n_trials={n_trials}, n_jobs={n_jobs}: give positive whole numbers")
@@ -146,6 +152,9 @@ def sweep(launcher, arguments: list[str], n_trials, n_jobs, storage, study_name,
         study.sampler = instantiate(seeded)
         done = len(counted(study))
         print(f"study {study_name} ({storage}): {done} of {n_trials} trials done", flush=True)
+        if not study.trials and defaults is not None and (first := configured(space, defaults)):
+            study.enqueue_trial(first)
+            print(f"trial 0 tries the configured settings first: {' '.join(override_text(k, v) for k, v in first.items())}", flush=True)
         while done < n_trials:
             trials = [study.ask(space) for _ in range(min(n_jobs, n_trials - done))]
             jobs = [[*fixed, *(override_text(k, v) for k, v in t.params.items()), f"+trial={t.number}"] for t in trials]
@@ -159,6 +168,22 @@ def sweep(launcher, arguments: list[str], n_trials, n_jobs, storage, study_name,
             for t, job in zip(trials, returns):
                 tell(study, t, job)
             done = len(counted(study))
+
+
+def configured(space: dict[str, BaseDistribution], cfg: DictConfig) -> dict:
+    """The config's own value of every searched setting that its distribution holds (the rest is sampled).
+
+    Starting from the defaults means a search never ends worse on validation than not searching at all.
+    """
+    values = {}
+    for key, dist in space.items():
+        try:
+            value = OmegaConf.select(cfg, key)
+            if value is not None and dist._contains(dist.to_internal_repr(value)):
+                values[key] = value
+        except (OmegaConfBaseException, ValueError, TypeError):  # unresolvable, or outside the distribution
+            continue
+    return values
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, job) -> None:

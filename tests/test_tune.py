@@ -103,12 +103,13 @@ class Launcher:
         return returns
 
 
-def run_sweep(tmp_path, outcomes: list, n_trials: int):
+def run_sweep(tmp_path, outcomes: list, n_trials: int, space=("model.lr=interval(0.001,0.01)",), defaults=None):
     storage, name = f"sqlite:///{tmp_path}/optuna.db", "study"
     launcher = Launcher(storage, name, outcomes)
     sampler = OmegaConf.create({"_target_": "optuna.samplers.RandomSampler", "seed": 0})
     pruner = OmegaConf.create({"_target_": "optuna.pruners.NopPruner"})
-    tuning.sweep(launcher, ["model.lr=interval(0.001,0.01)", "data.horizon=24"], n_trials, 1, storage, name, sampler, pruner, "minimize")
+    arguments = [*space, "data.horizon=24"]
+    tuning.sweep(launcher, arguments, n_trials, 1, storage, name, sampler, pruner, "minimize", defaults)
     return optuna.load_study(study_name=name, storage=storage), launcher
 
 
@@ -119,6 +120,18 @@ def test_the_sweep_tells_each_trial_how_it_ended_and_passes_the_sampled_settings
     first = launcher.jobs[0]
     assert first[0] == "data.horizon=24" and first[1].startswith("model.lr=") and first[-1] == "+trial=0"
     assert 0.001 <= float(first[1].split("=")[1]) <= 0.01
+
+
+def test_a_new_study_tries_the_configured_settings_first_where_the_space_holds_them(tmp_path):
+    defaults = OmegaConf.create({"model": {"lr": 0.003, "segment_len": 48, "loss": "mae"}, "data": {"horizon": 24}})
+    space = ["model.lr=interval(0.001,0.01)", "model.segment_len=choice(12,24)", "model.loss=choice(mse,mae)"]
+    study, launcher = run_sweep(tmp_path, [0.5, 0.4], n_trials=2, space=space, defaults=defaults)
+    first, second = launcher.jobs
+    assert "model.lr=0.003" in first and "model.loss=mae" in first  # the defaults, where the space holds them
+    assert any(o in first for o in ("model.segment_len=12", "model.segment_len=24"))  # 48 is outside: sampled
+    assert "model.lr=0.003" not in second
+    study, launcher = run_sweep(tmp_path, [0.3], n_trials=3, space=space, defaults=defaults)  # resumed: not enqueued again
+    assert "model.lr=0.003" not in launcher.jobs[0] and len(study.trials) == 3
 
 
 def test_an_interrupted_sweep_resumes_up_to_the_requested_count(tmp_path):

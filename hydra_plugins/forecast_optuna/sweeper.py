@@ -24,9 +24,21 @@ class OptunaSweeper(Sweeper):
         sampler: an Optuna sampler config (hydra/sweeper/sampler=tpe | random).
         pruner: an Optuna pruner config (hydra/sweeper/pruner=median | hyperband | none).
         direction: minimize (the objective is the training's best validation loss).
+        start_from_defaults: a new study's first trial is the configured value of every searched setting
+            (those inside the space), so the best trial is never worse on validation than the defaults.
     """
 
-    def __init__(self, n_trials: int, n_jobs: int, storage: str, study_name: str, sampler, pruner, direction: str = "minimize"):
+    def __init__(
+        self,
+        n_trials: int,
+        n_jobs: int,
+        storage: str,
+        study_name: str,
+        sampler,
+        pruner,
+        direction: str = "minimize",
+        start_from_defaults: bool = True,
+    ):
         self.settings = {
             "n_trials": n_trials,
             "n_jobs": n_jobs,
@@ -36,15 +48,18 @@ class OptunaSweeper(Sweeper):
             "pruner": pruner,
             "direction": direction,
         }
+        self.start_from_defaults = start_from_defaults
         self.launcher = None
+        self.config = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context, task_function=task_function)
+        self.config = config  # composed without the sweep overrides: the settings a trial gets when nothing is searched
 
     def sweep(self, arguments: list[str]) -> None:
         from forecast.tuning import sweep  # Optuna is imported here, not when Hydra scans its plugins
 
-        sweep(self.launcher, arguments, **self.settings)
+        sweep(self.launcher, arguments, **self.settings, defaults=self.config if self.start_from_defaults else None)
 
 
 def register() -> None:
