@@ -187,4 +187,5 @@ def describe(client: MlflowClient, run_id: str, summary: dict, name: str) -> Non
 
 
 if __name__ == "__main__":
+    sys.argv = tuning.quote_space(sys.argv)  # the space's sweeps reach Hydra as text, however the shell quoted them
     main()

@@ -84,6 +84,18 @@ def distribution(text: str, override) -> BaseDistribution:
     raise InputError(f"search space '{text}': not a sweep Optuna can sample; use {SWEEP_SYNTAX}")
 
 
+def quote_space(argv: list[str]) -> list[str]:
+    """`tune.params.<key>=choice(12,24)` as typed (shell quotes only) is a sweep to Hydra, which a single
+    run refuses with exit 1; quoted for Hydra (`...='choice(12,24)'`) it is the space's text, as meant."""
+    quoted = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~").startswith("tune.params.") and "(" in value and not any(q in value for q in "'\""):
+            arg = f"{key}='{value}'"
+        quoted.append(arg)
+    return quoted
+
+
 def override_text(key: str, value) -> str:
     """`key=value` as Hydra reads it back: strings that are not plain words are quoted."""
     if isinstance(value, str) and not value.replace("_", "").replace("-", "").isalnum():

@@ -65,6 +65,14 @@ def test_the_architectures_share_one_space_and_a_setting_given_on_the_command_li
     assert {"model.hidden_size", "model.segment_len", "model.dropout", "model.weight_decay", "model.loss", "data.lookback"} <= keys
 
 
+def test_a_space_typed_with_shell_quotes_only_reaches_hydra_as_text():
+    argv = ["forecast.tune", "tune.params.model.segment_len=choice(12,24)", "tune.params.model.lr='interval(0.1,0.2)'", "model.lr=0.1"]
+    assert tuning.quote_space(argv) == [
+        "forecast.tune", "tune.params.model.segment_len='choice(12,24)'", "tune.params.model.lr='interval(0.1,0.2)'", "model.lr=0.1"
+    ]  # fmt: skip
+    compose_tune(*tuning.quote_space(["tune.params.model.segment_len=choice(12,24)"])[0:1])  # Hydra takes it in a single run
+
+
 def test_a_space_that_allows_an_untrainable_combination_is_refused_up_front():
     cfg = compose_tune(*TINY)
     space, _ = tuning.parse_space(["model.segment_len=choice(12,96)"])
