@@ -15,7 +15,6 @@ parent run and writes it to <report_dir>/<parent run id>/.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,8 +24,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from forecast import comparison_report, comparison_tuning, config, speed, tracking
+from forecast.children import launch_together, side_by_side
 from forecast.comparison import by_hidden_size, hidden_override, hidden_sizes, machine, model_config, pass_on, plan, seed_list
-from forecast.errors import InputError, Interrupted, reported
+from forecast.errors import InputError, reported
 from forecast.training import check_settings
 
 config.register_resolvers()
@@ -71,7 +71,7 @@ def compare(cfg: DictConfig) -> int:
         "dataset": data.name,
         "machine": machine(),
         "command": " ".join(["python -m forecast.compare", *overrides.task, *launcher]),
-        "launcher": ",".join(launcher) or "basic (one process, pairs one after the other)",
+        "launcher": ",".join(launcher) or "basic (one process per multirun, pairs one after the other)",
     }
     with tracking.start_run(experiment_id, f"compare-{data.name}", tags) as parent:
         run_id = parent.info.run_id
@@ -86,13 +86,17 @@ def compare(cfg: DictConfig) -> int:
                 mlflow.end_run("FAILED")
                 print(f"error: a tuning failed (its output is above); the comparison run {run_id} is marked FAILED", file=sys.stderr)
                 return tuned
+        # budget=tuned: the architectures' seeds side by side where cores allow (each its own core, the same
+        # moment); otherwise one multirun after the other
+        at_once = side_by_side(cfg, len(models)) if tuned and not launcher else 1
         for name, extra, _ in conditions:
+            commands = {}
             for group in [[m] for m in models] if tuned else by_hidden_size(models, sizes[name]):
                 # replaces the user's model.hidden_size, if any; budget=tuned: the tuning's best settings instead
                 hidden = [f"+tuned={tuned[group[0]]}"] if tuned else hidden_override(group, sizes[name])
                 # seed before model: the basic launcher then alternates the architectures (gru 0, lstm 0, gru 1, ...),
                 # so a load that drifts while the pairs run falls on both alike
-                command = [
+                commands["-".join(group)] = command = [
                     sys.executable,
                     "-m",
                     "forecast.train",
@@ -110,16 +114,17 @@ def compare(cfg: DictConfig) -> int:
                     *launcher,
                 ]
                 print(f"\n== {name}: {', '.join(group)} x seeds {', '.join(seeds)}\n$ python {' '.join(command[1:])}", flush=True)
-                status = launch(command)
-                if status:
-                    mlflow.end_run("FAILED")
-                    print(
-                        f"error: the training of condition '{name}' ({', '.join(group)}) failed with exit status {status} "
-                        "(its output is above);\n"
-                        f"the comparison run {run_id} is marked FAILED",
-                        file=sys.stderr,
-                    )
-                    return 2 if status == 2 else 1  # a training's own crash or signal: this job failed
+            failed = {group: status for group, status in launch_together(commands, at_once).items() if status}
+            if failed:
+                mlflow.end_run("FAILED")
+                group, status = next(iter(failed.items()))
+                print(
+                    f"error: the training of condition '{name}' ({group}) failed with exit status {status} "
+                    "(its output is above);\n"
+                    f"the comparison run {run_id} is marked FAILED",
+                    file=sys.stderr,
+                )
+                return 2 if status == 2 else 1  # a training's own crash or signal: this job failed
         missing = unfinished(run_id, parent.info.experiment_id, len(models) * len(seeds) * len(conditions))
         if missing:
             mlflow.end_run("FAILED")
@@ -135,20 +140,6 @@ def compare(cfg: DictConfig) -> int:
     print(f"report: {folder / 'report.md'} (also logged to the parent run {run_id} under report/)")
     print(tracking.ui_hint(experiment_id))
     return 0
-
-
-def launch(command: list[str]) -> int:
-    """Run one multirun; if the comparison is interrupted, pass the signal on, so its current run ends KILLED."""
-    child = subprocess.Popen(command)
-    try:
-        return child.wait()
-    except Interrupted as e:
-        child.send_signal(e.signum)
-        try:
-            child.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            child.kill()
-        raise
 
 
 def unfinished(run_id: str, experiment_id: str, expected: int) -> int:

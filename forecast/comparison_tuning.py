@@ -15,19 +15,21 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from forecast import tracking
+from forecast.children import launch_together, side_by_side
 
 COST = ("tune/trials", "tune/trials_complete", "tune/trials_pruned", "tune/trials_failed", "tune/fit_s_total", "tune/best_val_loss")
 
 
 def tune_each(cfg: DictConfig, models: list[str], passed: list[str], comparison_id: str, plugins: list[str]) -> dict[str, str] | int:
-    """Tune every model with `cfg.trials` trials; their tune run ids, or the exit status of the tuning that failed."""
-    from forecast.compare import launch  # the comparison's own launcher of child commands
+    """Tune every model with `cfg.trials` trials; their tune run ids, or the exit status of a tuning that failed.
 
-    client = MlflowClient(tracking.tracking_uri())
-    experiment_id = client.get_run(comparison_id).info.experiment_id
-    runs, cost = {}, {}
-    for model in models:
-        command = [
+    The tunings run side by side when each training leaves cores to the others (`threads=1`, the
+    default, on a CPU with at least as many cores as models; never on a GPU or under DDP): every
+    architecture then has the same machine at the same time. Not with a launcher of the user's
+    (hydra/launcher=joblib, submitit), which decides where trials run.
+    """
+    commands = {
+        model: [
             sys.executable,
             "-m",
             "forecast.tune",
@@ -38,10 +40,20 @@ def tune_each(cfg: DictConfig, models: list[str], passed: list[str], comparison_
             f"+tracking.tags.comparison={comparison_id}",
             *plugins,
         ]
-        print(f"\n== tuning {model}: {cfg.trials} trials\n$ python {' '.join(command[1:])}", flush=True)
-        status = launch(command)
-        if status:
-            return 2 if status == 2 else 1
+        for model in models
+    }
+    at_once = 1 if plugins else side_by_side(cfg, len(models))  # a launcher of the user's decides where trials run
+    together = f", {at_once} at a time side by side (output lines prefixed [model])" if at_once > 1 else ""
+    for model, command in commands.items():
+        print(f"\n== tuning {model}: {cfg.trials} trials{together}\n$ python {' '.join(command[1:])}", flush=True)
+    statuses = launch_together(commands, at_once)
+    failed = [s for s in statuses.values() if s]
+    if failed:
+        return 2 if 2 in failed else 1
+    client = MlflowClient(tracking.tracking_uri())
+    experiment_id = client.get_run(comparison_id).info.experiment_id
+    runs, cost = {}, {}
+    for model in models:
         where = f"tags.kind = 'tune' and tags.comparison = '{comparison_id}' and tags.architecture = '{model}'"
         (run, *_) = client.search_runs([experiment_id], where, order_by=["attributes.start_time DESC"])
         runs[model] = run.info.run_id

@@ -15,7 +15,6 @@ command run again resumes it up to `trials`. At the end the parent run records t
 
 from __future__ import annotations
 
-import itertools
 import sys
 
 import hydra
@@ -23,19 +22,16 @@ import mlflow
 from hydra.core.hydra_config import HydraConfig
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import CategoricalDistribution
 
 from forecast import config, speed, tracking, tune_report, tuning
-from forecast.compare import launch
+from forecast.children import launch
 from forecast.comparison import machine
 from forecast.errors import InputError, reported
-from forecast.training import check_settings
 
 config.register_resolvers()
 
 OWN_KEYS = ("trials", "study", "storage", "tune")  # tune's settings, not a training's
 SET_HERE = ("tracking.parent", "hydra.sweep.dir")  # tune sets these for its trials
-MAX_CHECKED = 512  # combinations of the discrete choices checked one by one; more: each choice alone
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="tune")
@@ -61,7 +57,7 @@ def tune(cfg: DictConfig) -> int:
     if not distributions:
         raise InputError(f"tune.params: the search space of model={model} is empty; give at least one {tuning.SWEEP_SYNTAX}")
     speed.use_threads(cfg.threads)
-    check_space(cfg, distributions)
+    tuning.check_space(cfg, distributions)
     data = config.build(cfg.data)  # data errors surface before any run exists
     sweeper = hydra_cfg.sweeper
     settings = {
@@ -146,35 +142,6 @@ def tuned_base(model: str, passed: list[str]) -> list[str]:
         f"model={model}",
         *(o for o in passed if config.override_key(o) != "model" and not tuning_key(config.override_key(o), "tracking")),
     ]
-
-
-def check_space(cfg: DictConfig, space: dict) -> None:
-    """Every setting of the space exists, and every combination of its choices (each bound of an interval) trains."""
-    for key in space:
-        if OmegaConf.select(cfg, key, default=KeyError) is KeyError:
-            raise InputError(f"tune.params: '{key}' is not a setting of forecast.train; remove it or fix its name")
-    values = {
-        k: list(d.choices) if isinstance(d, CategoricalDistribution) else sorted({d.low, d.high}) for k, d in space.items()
-    }  # fmt: skip
-    combos = 1
-    for v in values.values():
-        combos *= len(v)
-    if combos <= MAX_CHECKED:
-        candidates = [dict(zip(values, c)) for c in itertools.product(*values.values())]
-    else:
-        candidates = [{k: v} for k, vs in values.items() for v in vs]
-    for chosen in candidates:
-        trial = cfg.copy()
-        for k, v in chosen.items():
-            OmegaConf.update(trial, k, v, merge=False)
-        try:
-            check_settings(trial)
-        except InputError as e:
-            shown = " ".join(tuning.override_text(k, v) for k, v in chosen.items())
-            raise InputError(
-                f"the search space allows a training that cannot run ({shown}): {str(e).splitlines()[0]}\n"
-                "Narrow tune.params (conf/tune/) or fix the setting on the command line."
-            ) from None
 
 
 def describe(client: MlflowClient, run_id: str, summary: dict, name: str) -> None:

@@ -11,6 +11,7 @@ and tells the study how it ended. A trial reports its val/loss per epoch to the 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from pathlib import Path
@@ -26,8 +27,10 @@ from optuna.trial import TrialState
 
 from forecast import config, tracking
 from forecast.errors import InputError, reported
+from forecast.training import check_settings
 
 SWEEP_SYNTAX = "interval(a,b), tag(log,interval(a,b)), choice(x,y,...) or range(a,b,step)"
+MAX_CHECKED = 512  # combinations of the discrete choices checked one by one; more: each choice alone
 INTERRUPTED = "interrupted"  # user attribute of a trial whose process was stopped: it does not count toward n_trials
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what each trial did
 
@@ -101,6 +104,35 @@ def override_text(key: str, value) -> str:
     if isinstance(value, str) and not value.replace("_", "").replace("-", "").isalnum():
         return f"{key}='{value}'"
     return f"{key}={value}"
+
+
+def check_space(cfg: DictConfig, space: dict) -> None:
+    """Every setting of the space exists, and every combination of its choices (each bound of an interval) trains."""
+    for key in space:
+        if OmegaConf.select(cfg, key, default=KeyError) is KeyError:
+            raise InputError(f"tune.params: '{key}' is not a setting of forecast.train; remove it or fix its name")
+    values = {
+        k: list(d.choices) if isinstance(d, CategoricalDistribution) else sorted({d.low, d.high}) for k, d in space.items()
+    }  # fmt: skip
+    combos = 1
+    for v in values.values():
+        combos *= len(v)
+    if combos <= MAX_CHECKED:
+        candidates = [dict(zip(values, c)) for c in itertools.product(*values.values())]
+    else:
+        candidates = [{k: v} for k, vs in values.items() for v in vs]
+    for chosen in candidates:
+        trial = cfg.copy()
+        for k, v in chosen.items():
+            OmegaConf.update(trial, k, v, merge=False)
+        try:
+            check_settings(trial)
+        except InputError as e:
+            shown = " ".join(override_text(k, v) for k, v in chosen.items())
+            raise InputError(
+                f"the search space allows a training that cannot run ({shown}): {str(e).splitlines()[0]}\n"
+                "Narrow tune.params (conf/tune/) or fix the setting on the command line."
+            ) from None
 
 
 # ---- the study: storage, name, trials that count ------------------------------------------------------

@@ -27,7 +27,6 @@ from optuna.trial import TrialState
 from forecast import training, tuned, tuning
 from forecast.errors import InputError
 from forecast.pruning import TrialPruning
-from forecast.tune import check_space
 
 TINY = ["data.lookback=48", "data.horizon=24", "model.hidden_size=8", "trainer.accelerator=cpu"]
 # a small space every tiny training accepts (segments within the lookback of 48)
@@ -77,10 +76,10 @@ def test_a_space_that_allows_an_untrainable_combination_is_refused_up_front():
     cfg = compose_tune(*TINY)
     space, _ = tuning.parse_space(["model.segment_len=choice(12,96)"])
     with pytest.raises(InputError, match="model.segment_len=96 .*longer than data.lookback=48"):
-        check_space(cfg, space)
+        tuning.check_space(cfg, space)
     with pytest.raises(InputError, match="'model.lrr' is not a setting"):
-        check_space(cfg, tuning.parse_space(["model.lrr=interval(0.1,0.2)"])[0])
-    check_space(cfg, tuning.parse_space(["model.segment_len=choice(12,24)"])[0])  # fine
+        tuning.check_space(cfg, tuning.parse_space(["model.lrr=interval(0.1,0.2)"])[0])
+    tuning.check_space(cfg, tuning.parse_space(["model.segment_len=choice(12,24)"])[0])  # fine
 
 
 # ---- the sweep loop, against a stand-in launcher ---------------------------------------------------------
