@@ -8,6 +8,7 @@ in the working directory with artifacts under `./mlruns`. Only the rank-zero pro
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import socket
@@ -60,16 +61,36 @@ def connect(experiment: str) -> str:
             raise InputError(f"tracking store {uri}: folder {folder} does not exist; create it or fix MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
-        found = mlflow.get_experiment_by_name(experiment)
-        if found is None:
-            artifacts = Path("mlruns").resolve().as_uri() if uri == DEFAULT_URI else None
-            return mlflow.create_experiment(experiment, artifact_location=artifacts, tags={KIND_TAG: TRAINING})
-        if KIND_TAG not in found.tags:  # made by an older version, or by hand
-            mlflow.MlflowClient(uri).set_experiment_tag(found.experiment_id, KIND_TAG, TRAINING)
-        return found.experiment_id
+        with taking_turns(uri):  # two commands started together on a new store: one creates it, then the other reads it
+            found = mlflow.get_experiment_by_name(experiment)
+            if found is None:
+                artifacts = Path("mlruns").resolve().as_uri() if uri == DEFAULT_URI else None
+                return mlflow.create_experiment(experiment, artifact_location=artifacts, tags={KIND_TAG: TRAINING})
+            if KIND_TAG not in found.tags:  # made by an older version, or by hand
+                mlflow.MlflowClient(uri).set_experiment_tag(found.experiment_id, KIND_TAG, TRAINING)
+            return found.experiment_id
     except MlflowException as e:
         first = str(e).strip().splitlines()[0][:200]
         raise InputError(f"tracking store {uri} cannot be used: {first}") from None
+
+
+@contextlib.contextmanager
+def taking_turns(uri: str):
+    """For an SQLite database (the tracking store, an Optuna study), one process at a time in the block.
+
+    Opening a new SQLite store creates its tables; two processes doing it at once fail ("duplicate
+    column"), as do two creating the same experiment. A blocking `flock` on the database's folder
+    makes them take turns; the kernel drops it when a process dies, so nothing stale is left.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    folder = os.open(Path(uri.removeprefix("sqlite:///")).resolve().parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
 
 
 @contextlib.contextmanager

@@ -184,9 +184,10 @@ def sweep(
         space, fixed = parse_space(arguments)
         if not space:
             raise InputError(f"hydra/sweeper=optuna: no search space among the overrides; give at least one {SWEEP_SYNTAX}")
-        study = optuna.create_study(
-            storage=storage, study_name=study_name, direction=direction, pruner=instantiate(pruner), load_if_exists=True
-        )
+        with tracking.taking_turns(storage):  # two tunings starting together (compare budget=tuned) on a new study file
+            study = optuna.create_study(
+                storage=storage, study_name=study_name, direction=direction, pruner=instantiate(pruner), load_if_exists=True
+            )
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a process that was killed
             study._storage.set_trial_user_attr(stale._trial_id, INTERRUPTED, True)
             study.tell(stale.number, state=TrialState.FAIL, skip_if_finished=True)

@@ -5,6 +5,9 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +226,17 @@ def test_every_torch_load_of_the_package_refuses_to_unpickle_code():
     calls = [(f.name, line.strip()) for f in sorted(package.glob("*.py")) for line in f.read_text().splitlines() if "torch.load(" in line]
     assert calls, "no torch.load found: the check would be vacuous"
     assert all("weights_only=True" in line for _, line in calls), calls
+
+
+def test_commands_started_together_on_a_new_sqlite_store_take_turns_creating_it(tmp_path):
+    """Two processes opening a store that does not exist yet: without the lock one fails creating its tables."""
+    start = time.time() + 4  # both past their imports, then at the same instant
+    code = (
+        f"import sys, time; from forecast import tracking; time.sleep(max(0, {start} - time.time())); print(tracking.connect('forecast'))"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    both = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]  # fmt: skip
+    done = [p.communicate(timeout=120) for p in both]
+    assert [p.returncode for p in both] == [0, 0], done
+    assert done[0][0].split()[-1] == done[1][0].split()[-1]  # one experiment, the same id for both

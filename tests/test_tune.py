@@ -249,3 +249,21 @@ def test_one_trial_under_ddp_with_two_cpu_processes_is_one_run(tmp_path):
     name = next(r.data.tags["study"] for r in runs if r.data.tags.get("kind") == "tune")
     (only,) = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db").trials
     assert only.state == TrialState.COMPLETE and only.user_attrs["run_id"] == trial.info.run_id
+
+
+@pytest.mark.e2e
+def test_a_tuned_comparison_tunes_each_architecture_alike_then_trains_its_seeds_at_the_best_settings(tmp_path):
+    done = run_cli("forecast.compare", "budget=tuned", "trials=2", "seeds=1", *TINY, "trainer.max_epochs=1", *SPACE, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    if (os.cpu_count() or 1) >= 2:  # threads=1: the two tunings ran side by side, their lines prefixed
+        assert "[gru] trial 0 tries the configured settings first" in done.stdout and "[lstm] trial 1:" in done.stdout
+    _, runs = store_runs(tmp_path)
+    (comparison,) = [r for r in runs if r.data.tags.get("kind") == "comparison"]
+    tunes = {r.data.tags["architecture"]: r for r in runs if r.data.tags.get("kind") == "tune"}
+    assert set(tunes) == {"gru", "lstm"} and all(t.data.tags["comparison"] == comparison.info.run_id for t in tunes.values())
+    assert all(t.data.metrics["tune/trials"] == 2 for t in tunes.values())
+    seeds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == comparison.info.run_id]
+    assert sorted(r.data.params["tuned"] for r in seeds) == sorted(t.info.run_id for t in tunes.values())
+    report = next((tmp_path / "reports" / comparison.info.run_id).glob("report.md")).read_text()
+    assert "## Tuning (budget=tuned)" in report and all(t.info.run_id[:8] in report for t in tunes.values())
+    assert no_running_runs(tmp_path)
