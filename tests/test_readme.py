@@ -69,9 +69,9 @@ NOT_RUN = {
         "needs a finished tuning; tests/test_tune.py feeds a tiny study's best settings back to a training",
         [sys.executable, "-m", "forecast.train", "+tuned=0", "--cfg", "job"],
     ),
-    "python -m forecast.compare budget=tuned trials=20": (
-        "40 tuning trials and 6 trainings (about half an hour); its parts are tested in tests/test_tune.py",
-        [sys.executable, "-m", "forecast.compare", "budget=tuned", "trials=20", "--cfg", "job"],
+    "python -m forecast.compare budget=tuned": (
+        "12 tuning trials and 6 trainings (23 min on two cores); tests/test_tune.py runs a tiny one end to end",
+        [sys.executable, "-m", "forecast.compare", "budget=tuned", "--cfg", "job"],
     ),
     "python -m forecast.predict data=fleet data.path=meters.csv output=next.csv": (
         "needs a registered fleet model; tests/test_fleet_io.py retrains on a fleet, then predicts seen and unseen devices",
