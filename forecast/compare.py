@@ -65,13 +65,17 @@ def compare(cfg: DictConfig) -> int:
     budget = "hidden" if cfg.budget == "tuned" else cfg.budget  # tuned: each model's hidden size is whatever its tuning found
     sizes = {name: hidden_sizes(budget, models, passed, data.model_args() | {"lookback": lookback}) for name, _, lookback in conditions}
 
+    # budget=tuned: the architectures' tunings and seeds side by side where cores allow (each its own core, the
+    # same moment); otherwise one multirun after the other
+    at_once = side_by_side(cfg, len(models)) if cfg.budget == "tuned" and not launcher else 1
     experiment_id = tracking.connect(cfg.tracking.experiment)
     tags = {
         "kind": "comparison",
         "dataset": data.name,
         "machine": machine(),
         "command": " ".join(["python -m forecast.compare", *overrides.task, *launcher]),
-        "launcher": ",".join(launcher) or "basic (one process per multirun, pairs one after the other)",
+        "launcher": ",".join(launcher)
+        or ("basic, one process per architecture side by side" if at_once > 1 else "basic (one process, pairs one after the other)"),
     }
     with tracking.start_run(experiment_id, f"compare-{data.name}", tags) as parent:
         run_id = parent.info.run_id
@@ -81,14 +85,11 @@ def compare(cfg: DictConfig) -> int:
         )  # the report's plan
         tuned = {}
         if cfg.budget == "tuned":  # each architecture tuned with the same trials and space, before any seed runs
-            tuned = comparison_tuning.tune_each(cfg, models, [*passed, *space], run_id, launcher)
+            tuned = comparison_tuning.tune_each(cfg, models, [*passed, *space], run_id, launcher, at_once)
             if isinstance(tuned, int):
                 mlflow.end_run("FAILED")
                 print(f"error: a tuning failed (its output is above); the comparison run {run_id} is marked FAILED", file=sys.stderr)
                 return tuned
-        # budget=tuned: the architectures' seeds side by side where cores allow (each its own core, the same
-        # moment); otherwise one multirun after the other
-        at_once = side_by_side(cfg, len(models)) if tuned and not launcher else 1
         for name, extra, _ in conditions:
             commands = {}
             for group in [[m] for m in models] if tuned else by_hidden_size(models, sizes[name]):

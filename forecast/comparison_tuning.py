@@ -15,19 +15,16 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from forecast import tracking
-from forecast.children import launch_together, side_by_side
+from forecast.children import launch_together
 
 COST = ("tune/trials", "tune/trials_complete", "tune/trials_pruned", "tune/trials_failed", "tune/fit_s_total", "tune/best_val_loss")
 
 
-def tune_each(cfg: DictConfig, models: list[str], passed: list[str], comparison_id: str, plugins: list[str]) -> dict[str, str] | int:
-    """Tune every model with `cfg.trials` trials; their tune run ids, or the exit status of a tuning that failed.
-
-    The tunings run side by side when each training leaves cores to the others (`threads=1`, the
-    default, on a CPU with at least as many cores as models; never on a GPU or under DDP): every
-    architecture then has the same machine at the same time. Not with a launcher of the user's
-    (hydra/launcher=joblib, submitit), which decides where trials run.
-    """
+def tune_each(
+    cfg: DictConfig, models: list[str], passed: list[str], comparison_id: str, plugins: list[str], at_once: int
+) -> dict[str, str] | int:
+    """Tune every model with `cfg.trials` trials, `at_once` tunings side by side (forecast.children.side_by_side);
+    their tune run ids, or the exit status of a tuning that failed."""
     commands = {
         model: [
             sys.executable,
@@ -42,7 +39,6 @@ def tune_each(cfg: DictConfig, models: list[str], passed: list[str], comparison_
         ]
         for model in models
     }
-    at_once = 1 if plugins else side_by_side(cfg, len(models))  # a launcher of the user's decides where trials run
     together = f", {at_once} at a time side by side (output lines prefixed [model])" if at_once > 1 else ""
     for model, command in commands.items():
         print(f"\n== tuning {model}: {cfg.trials} trials{together}\n$ python {' '.join(command[1:])}", flush=True)
