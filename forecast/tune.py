@@ -52,7 +52,8 @@ def tune(cfg: DictConfig) -> int:
         raise InputError(f"trials={cfg.trials}: give the number of trials the study should hold, e.g. trials=20")
     model = hydra_cfg.runtime.choices["model"]
     fixed = [config.override_key(o).lstrip("+") for o in passed]
-    space = tuning.space_overrides(cfg.tune.params, fixed)  # a setting given on the command line is fixed, not searched
+    # a setting given on the command line is fixed, not searched
+    space = tuning.space_overrides(cfg.tune.params, [*fixed, *tuning.unused(cfg)])
     distributions, _ = tuning.parse_space(space)
     if not distributions:
         raise InputError(f"tune.params: the search space of model={model} is empty; give at least one {tuning.SWEEP_SYNTAX}")

@@ -53,6 +53,14 @@ def space_overrides(params: DictConfig | dict, fixed: list[str] = ()) -> list[st
     return [f"{k}={v}" for k, v in flat.items() if k not in set(fixed)]
 
 
+def unused(cfg: DictConfig) -> list[str]:
+    """Settings of the space this training ignores, so searching them would spend trials on nothing."""
+    if cfg.model.get("quantiles"):
+        print("model.loss is not searched: with model.quantiles the training loss is the pinball loss of the levels")
+        return ["model.loss"]
+    return []
+
+
 def parse_space(arguments: list[str]) -> tuple[dict[str, BaseDistribution], list[str]]:
     """Split overrides into the search space (sweep overrides, as Optuna distributions) and the fixed rest."""
     space, fixed = {}, []

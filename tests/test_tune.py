@@ -64,6 +64,11 @@ def test_the_architectures_share_one_space_and_a_setting_given_on_the_command_li
     assert {"model.hidden_size", "model.segment_len", "model.dropout", "model.weight_decay", "model.loss", "data.lookback"} <= keys
 
 
+def test_a_quantile_model_does_not_search_the_loss_it_ignores():
+    assert tuning.unused(compose_tune("model.quantiles=[0.1,0.5,0.9]")) == ["model.loss"]
+    assert tuning.unused(compose_tune()) == []
+
+
 def test_a_space_typed_with_shell_quotes_only_reaches_hydra_as_text():
     argv = ["forecast.tune", "tune.params.model.segment_len=choice(12,24)", "tune.params.model.lr='interval(0.1,0.2)'", "model.lr=0.1"]
     assert tuning.quote_space(argv) == [
