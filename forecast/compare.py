@@ -23,7 +23,7 @@ import mlflow
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from forecast import comparison_report, comparison_tuning, config, speed, tracking
+from forecast import comparison_report, comparison_tuning, config, speed, tracking, tuning
 from forecast.children import launch_together, side_by_side
 from forecast.comparison import by_hidden_size, hidden_override, hidden_sizes, machine, model_config, pass_on, plan, seed_list
 from forecast.errors import InputError, reported
@@ -152,4 +152,5 @@ def unfinished(run_id: str, experiment_id: str, expected: int) -> int:
 
 
 if __name__ == "__main__":
+    sys.argv = tuning.quote_space(sys.argv)  # budget=tuned: the space's sweeps reach Hydra as text, however the shell quoted them
     main()
