@@ -64,11 +64,15 @@ class Interrupted(BaseException):
 
 
 _OWNER = [0]  # the process that installed the handlers
+_HELD = {"depth": 0, "pending": None}  # open held() blocks, and a signal that arrived inside one
 
 
 def _raise(signum, frame) -> None:
     if os.getpid() != _OWNER[0]:  # a forked child (a DataLoader worker) inherited the handler:
         raise KeyboardInterrupt  # it stops as it would by default, and the command reports the signal
+    if _HELD["depth"]:  # inside a store write: raised when the write ends (held)
+        _HELD["pending"] = signum
+        return
     for sig in SIGNALS:  # a second Ctrl-C must not cut the clean-up short
         signal.signal(sig, signal.SIG_IGN)
     raise Interrupted(signum)
@@ -118,15 +122,22 @@ def reported():
 def held():
     """Around a write to the tracking store: SIGINT/SIGTERM wait until it is done.
 
-    The signal handler raises wherever the main thread is; raised inside an SQLite transaction it
-    leaves the database locked, and the run could then not be marked KILLED. A held signal is
-    delivered (and raises) when the block ends.
+    The signal handler raises wherever the main thread is; raised inside an SQLite transaction or
+    fetch it leaves the database locked (or logs a traceback), and the run could then not be marked
+    KILLED. The signals are blocked for this thread, and since another thread may still take one
+    (Python then runs the handler in the main thread, here), the handler only notes it while a held
+    block is open; it is raised when the outermost block ends.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    _HELD["depth"] += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+        _HELD["depth"] -= 1
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # one blocked for this thread is handled here
+        if not _HELD["depth"] and _HELD["pending"] is not None:
+            signum, _HELD["pending"] = _HELD["pending"], None
+            _raise(signum, None)
 
 
 def end_runs_killed() -> list[str]:

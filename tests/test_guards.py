@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from torch import nn
 
 from forecast import training
-from forecast.errors import InputError, Interrupted, JobFailed, reported
+from forecast.errors import InputError, Interrupted, JobFailed, held, reported
 from forecast.forecaster import Forecaster
 from forecast.lightning_module import StopOnNonFinite
 from forecast.networks import build_network
@@ -58,6 +59,25 @@ def test_a_real_signal_inside_reported_exits_128_plus_its_number_and_handlers_co
         pytest.fail("the signal did not interrupt the block")
     assert stop.value.code == status and signal.getsignal(sig) is before
     assert capsys.readouterr().err.strip() == f"interrupted by {signal.Signals(sig).name}"
+
+
+def test_a_signal_taken_by_another_thread_during_a_store_write_is_raised_when_the_write_ends(capsys):
+    """Python runs handlers in the main thread whichever thread the kernel gave the signal to, so blocking it
+    for the main thread alone is not enough: the handler notes it and held() raises it at the end."""
+    go = threading.Event()
+    sender = threading.Thread(target=lambda: go.wait() and os.kill(os.getpid(), signal.SIGTERM))  # unblocked: started first
+    sender.start()
+    finished = []
+    with pytest.raises(SystemExit) as stop, reported():
+        with held():
+            go.set()
+            sender.join()
+            for _ in range(100_000):  # the handler runs between these bytecodes, and must not raise here
+                pass
+            time.sleep(0.1)
+            finished.append(True)
+        pytest.fail("the held signal was not raised when the block ended")
+    assert finished == [True] and stop.value.code == 143
 
 
 def test_interrupted_is_not_a_keyboard_interrupt_so_lightning_does_not_turn_it_into_exit_1():
