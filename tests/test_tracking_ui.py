@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from forecast import report, speed, tracking
+from forecast import comparison_report, speed, tracking
 from forecast.errors import InputError
 
 H = 4
@@ -85,7 +85,7 @@ def test_the_comparison_run_carries_its_verdict_as_its_description(store, tmp_pa
         "speed.json",
     )
 
-    report.build(pid, tmp_path / "report")
+    comparison_report.build(pid, tmp_path / "report")
     note = store.get_run(pid).data.tags[tracking.DESCRIPTION]
     verdict = (tmp_path / "report" / "verdict.txt").read_text().strip()
     assert note.startswith("**Verdict**") and verdict in note and "report/report.html" in note
