@@ -35,7 +35,7 @@ from forecast.networks import count_parameters
 from forecast.plot import plot_test_forecasts
 from forecast.pyfunc import ForecastPyfunc
 from forecast.pyfunc import load as load_model
-from forecast.quantiles import label
+from forecast.quantiles import label, windows_needed
 
 
 def train(cfg: DictConfig, output_dir: Path, command: str, extra_callbacks: Sequence[Callback] = ()) -> float | None:
@@ -176,7 +176,8 @@ def record(cfg: DictConfig, run, data, module, epochs: tracking.EpochLog, fit_s:
         forecaster.series_columns = data.series_columns
         forecaster.static_columns, forecaster.static_values = list(data.static_columns), list(data.static_values)
     elif forecaster.levels:  # split-conformal offsets per step and target from the validation windows (forecast/quantiles.py)
-        forecaster.calibrate(*forecaster.windows(data.frame, recent(data.datasets["val"].origins, module.hparams.calibration_window)))
+        calibrating = recent(data.datasets["val"].origins, module.hparams.calibration_window, windows_needed(forecaster.levels))
+        forecaster.calibrate(*forecaster.windows(data.frame, calibrating))
     started = time.perf_counter()
     if fleet is None:
         test = evaluate.forecast_test(forecaster, data.frame, data.datasets["test"].origins)
@@ -281,9 +282,9 @@ def log_evaluation(tmp: Path, data, test: evaluate.TestForecasts) -> None:
         mlflow.log_artifact(str(tmp / name), "evaluation")
 
 
-def recent(origins: np.ndarray, share: float) -> np.ndarray:
-    """The most recent `share` of the windows (at least one)."""
-    return origins[len(origins) - max(1, round(len(origins) * share)) :]
+def recent(origins: np.ndarray, share: float, at_least: int = 1) -> np.ndarray:
+    """The most recent `share` of the windows, and at least `at_least` of them (or all there are)."""
+    return origins[max(0, len(origins) - max(at_least, round(len(origins) * share), 1)) :]
 
 
 def warm_start(net: torch.nn.Module, model_uri: str) -> None:

@@ -41,8 +41,13 @@ def test_pinball_loss_values():
 
 def test_calibration_window_takes_the_most_recent_share_and_refuses_others():
     assert training.recent(np.arange(100), 0.25).tolist() == list(range(75, 100)) and len(training.recent(np.arange(3), 0.01)) == 1
+    assert training.recent(np.arange(100), 0.25, at_least=39).tolist() == list(range(61, 100))  # what 0.025 and 0.975 need
+    assert len(training.recent(np.arange(20), 0.25, at_least=39)) == 20  # all there are
+    assert quantiles.windows_needed([0.025, 0.5, 0.975]) == 39 and quantiles.windows_needed([0.1, 0.5, 0.9]) == 9
+    assert quantiles.windows_needed([0.5]) == 1
+    assert compose_train().model.calibration_window == 0.25  # the default: the most recent quarter
     with pytest.raises(InputError, match="model.calibration_window=0"):
-        config.build(compose_train("+model.calibration_window=0").model, lookback=48, horizon=24, n_inputs=1, target_index=[0])
+        config.build(compose_train("model.calibration_window=0").model, lookback=48, horizon=24, n_inputs=1, target_index=[0])
 
 
 def test_levels_are_sorted_with_the_median_and_bad_levels_are_input_errors():
