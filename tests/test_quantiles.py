@@ -110,6 +110,26 @@ def test_calibration_on_a_synthetic_series_with_known_quantiles_reaches_nominal_
     best = scoring.score_quantiles(known, LEVELS, test, np.ones(1))["crps"]
     calibrated = scoring.score_quantiles(quantiles.apply(raw, offsets, LEVELS), LEVELS, test, np.ones(1))["crps"]
     assert best <= calibrated < before["crps"].mean()
+    recent = training.recent(np.arange(n), 0.25, quantiles.windows_needed(LEVELS))  # the default: the most recent quarter
+    default = quantiles.apply(raw, quantiles.calibrate(raw[recent], LEVELS, val[recent]), LEVELS)
+    scores = scoring.score_quantiles(default, LEVELS, test, np.ones(1), axis=(0, 2))
+    assert np.abs(scores["coverage_80"] - 0.8).max() < 0.03 and np.abs(scores["coverage_90"] - 0.9).max() < 0.03
+
+
+def test_on_a_calming_series_the_most_recent_windows_calibrate_closer_to_nominal():
+    """The noise halves over the first 70% of the validation span and stays there: offsets from every validation
+    window over-cover what follows; the most recent quarter (the default) comes within 3 points."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    calming = np.interp(np.arange(n), [0, 0.7 * n], [2.0, 1.0])[:, None, None]  # [N, 1, 1] the noise scale, falling
+    val, test = rng.normal(size=(n, 1, 1)) * calming, rng.normal(size=(n, 1, 1))
+    raw = np.zeros((n, 1, 1, 5))  # a forecaster with no spread: every level at 0, calibration alone makes the bands
+    every = scoring.score_quantiles(quantiles.apply(raw, quantiles.calibrate(raw, LEVELS, val), LEVELS), LEVELS, test, np.ones(1))
+    recent = training.recent(np.arange(n), 0.25, quantiles.windows_needed(LEVELS))
+    default = quantiles.apply(raw, quantiles.calibrate(raw[recent], LEVELS, val[recent]), LEVELS)
+    scores = scoring.score_quantiles(default, LEVELS, test, np.ones(1))
+    assert every["coverage_80"] > 0.88 and abs(scores["coverage_80"] - 0.8) < 0.03 and abs(scores["coverage_90"] - 0.9) < 0.03
+    assert scores["crps"] < every["crps"]
 
 
 def test_conformal_rank_is_the_finite_sample_quantile():
