@@ -379,8 +379,9 @@ def markdown(c: Comparison, dataset: str, sentences: list[str], verdicts: dict, 
         "Paired test: Diebold-Mariano on the test windows' scaled MSE (each window's loss averaged over the seeds "
         f"of a model), two-sided, with a Newey-West (Bartlett) variance over {c.horizon - 1} lags, since windows one step apart "
         f"share all but one target step. Speed: {speed_protocol(c)}. A speed difference is claimed only when the interquartile "
-        "range (IQR) of the per-round ratios excludes 1. The epoch times below come from trainings that ran at different times, "
-        "so other work on the machine moves them; the verdict does not use them.",
+        "range (IQR) of the per-round ratios excludes 1. The epoch times below come from trainings that ran one after another "
+        "or side by side (the launcher above), so other work on the machine, and each other, move them; the verdict does not "
+        "use them.",
         "",
         "| condition | model | test MSE (scaled) | difference from " + name(c.models[0]) + " | DM statistic | p-value | "
         "step time ratio (IQR) | parameter ratio |",
