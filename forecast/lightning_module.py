@@ -42,8 +42,8 @@ class ForecastModule(L.LightningModule):
             forecasts and get their levels from validation residuals (`forecast.quantiles`).
         calibration_window: the share of the validation windows, the most recent, that calibrate
             the quantiles (and at least as many as the outermost level needs, 39 for 0.025). The
-            default 0.25 follows a drifting series; 1 = all of them, the most windows when the
-            validation span is like what follows it (docs/quantiles.md, "Calibration").
+            default 1 (all of them) is the split-conformal guarantee's setting; less follows a drifting
+            series more closely, from fewer windows (docs/quantiles.md, "Calibration").
         network: which network: "recurrent" (`forecast.recurrent.RecurrentNet`), or a baseline:
             "linear", "last_value", "seasonal_naive" (`forecast.baselines`).
         n_series: devices of a fleet (from the data); passed to a network with a device embedding
@@ -67,7 +67,7 @@ class ForecastModule(L.LightningModule):
         loss: str = "mae",
         network: str = "recurrent",
         quantiles: list[float] | None = None,
-        calibration_window: float = 0.25,
+        calibration_window: float = 1.0,
         n_series: int = 0,
         step: int = 0,
         static_sizes: list[int] | None = None,

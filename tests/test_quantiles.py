@@ -45,7 +45,7 @@ def test_calibration_window_takes_the_most_recent_share_and_refuses_others():
     assert len(training.recent(np.arange(20), 0.25, at_least=39)) == 20  # all there are
     assert quantiles.windows_needed([0.025, 0.5, 0.975]) == 39 and quantiles.windows_needed([0.1, 0.5, 0.9]) == 9
     assert quantiles.windows_needed([0.5]) == 1
-    assert compose_train().model.calibration_window == 0.25  # the default: the most recent quarter
+    assert compose_train().model.calibration_window == 1  # the default: every validation window
     with pytest.raises(InputError, match="model.calibration_window=0"):
         config.build(compose_train("model.calibration_window=0").model, lookback=48, horizon=24, n_inputs=1, target_index=[0])
 
