@@ -14,7 +14,7 @@ With --quantiles every tool forecasts the quantile levels of `benchmarks.quantil
 MQLoss on the same levels and its DeepAR (cell `deepar`: an LSTM with a Student-t head, quantiles
 from sampled paths); Darts is left out. The rows add the scaled CRPS and the coverage of the 80% and
 95% central intervals over every test window, all scored by `forecast.scoring.score_quantiles`;
-results go to peers-quantiles.json / .md.
+results go to peers-quantiles.json / .md (a subset of the budgets: peers-quantiles-3ep.json, ...).
 
 Protocol: ETTh1 (default `../shared/data/ETTh1.csv` from the repo root), the standard long-term
 protocol of ../shared/data/README.md: train rows [0, 8640), validation [8640 - L, 11520), test
@@ -164,7 +164,8 @@ def run_all(args, tools: list[str], cells: list[str], budgets: list[str], comman
             None,
         )
         r |= {"fit_vs_ours": r["fit_s"] / us["fit_s"], "mse_vs_ours": r["mse"] / us["mse"]} if us else {}
-    write("peers-quantiles" if args.quantiles else "peers", rows, table(rows, common["machine"], command, args.epochs, args.quantiles))
+    name = ("peers-quantiles" if args.quantiles else "peers") + ("" if tuple(budgets) == BUDGETS else "-" + "-".join(budgets))
+    write(name, rows, table(rows, common["machine"], command, args.epochs, args.quantiles))
     if failed:
         sys.exit(f"error: failed, left out of the table: {', '.join(failed)} (their output is above)")
 
